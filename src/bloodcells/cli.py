@@ -13,8 +13,8 @@ from rich.table import Table
 
 from bloodcells.errors import BloodcellsError, DataWarning
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 DEBUG = {"on": False}
 
 
@@ -161,20 +161,27 @@ def train_cmd(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run folder up to --epochs.")
     ] = None,
+    plot: Annotated[
+        bool, typer.Option("--plot", help="Keep loss.png and confusion.png in the run folder.")
+    ] = False,
 ) -> None:
     """Train one model, with live progress, into a new run folder."""
     from bloodcells.data import Transform, load_dataset
-    from bloodcells.live import TerminalProgress
+    from bloodcells.live import PlotFiles, TerminalProgress
     from bloodcells.models import get_spec
     from bloodcells.runs import new_run_dir, resume_training, start_training
     from bloodcells.train import TrainConfig
 
     progress = TerminalProgress(err, label=model)
+
+    def callbacks(run_dir: Path) -> list:
+        return [progress, PlotFiles(run_dir)] if plot else [progress]
+
     if resume is not None:
         run_dir = resume
         out.print(f"resuming {resume} up to {epochs} epochs")
         with _interruptible(run_dir):
-            run = resume_training(resume, epochs, [progress], data)
+            run = resume_training(resume, epochs, callbacks(run_dir), data)
     else:
         if data is None:
             raise BloodcellsError(
@@ -194,7 +201,7 @@ def train_cmd(
             highlight=False,
         )
         with _interruptible(run_dir):
-            run = start_training(splits, config, callbacks=[progress], run_dir=run_dir)
+            run = start_training(splits, config, callbacks=callbacks(run_dir), run_dir=run_dir)
     m = run.metrics
     out.print(
         f"[bold]{run.name}[/]: dev accuracy {m['accuracy']:.3f} (chance {m['chance']:.3f}), "

@@ -1,0 +1,75 @@
+"""The lab's models: shapes, parameter counts, options, the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bloodcells.errors import ModelError
+from bloodcells.models import MODELS, build_model, count_parameters
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "expected"),
+    [("simple", 1, 1_135), ("advanced", 1, 153_061), ("vgg16", 3, 15_245_125)],
+)
+def test_parameter_counts_match_the_lab(name, channels, expected):
+    assert count_parameters(build_model(name, channels, 5, 32)) == expected
+
+
+@pytest.mark.parametrize("name", ["simple", "advanced", "vgg16"])
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_output_shape_at_32_and_64(name, size, channels):
+    model = build_model(name, channels, 4, size).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, channels, size, size)).shape == (2, 4)
+
+
+def test_advanced_keeps_the_labs_layer_indices_for_grad_cam():
+    model = build_model("advanced")
+    assert isinstance(model[0], torch.nn.Conv2d) and isinstance(model[5], torch.nn.Conv2d)
+
+
+def test_exercise_3_options_change_the_architecture():
+    base = build_model("advanced")
+    a = build_model("advanced", bn2=True)
+    b = build_model("advanced", head_dropout=0.3)
+    c = build_model("advanced", extra_fc=32)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in a) == 2
+    assert [m.p for m in b if isinstance(m, torch.nn.Dropout)] == [0.2, 0.2, 0.3]
+    assert [m.out_features for m in c if isinstance(m, torch.nn.Linear)] == [128, 32, 5]
+    assert count_parameters(a) == count_parameters(base) + 64
+    assert count_parameters(c) == count_parameters(base) - 645 + 128 * 32 + 32 + 32 * 5 + 5
+
+
+def test_vgg16_repeats_gray_input_to_three_channels():
+    torch.manual_seed(0)
+    model = build_model("vgg16", 1, 5, 32).eval()
+    gray = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(gray), model(gray.repeat(1, 3, 1, 1)))
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ModelError, match="known models: simple, advanced, vgg16"):
+        build_model("resnet")
+
+
+def test_option_a_model_does_not_take_is_an_error():
+    with pytest.raises(ModelError, match="has no option bn2"):
+        build_model("simple", bn2=True)
+
+
+def test_pretrained_vgg16_fails_clearly_without_cached_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ModelError, match=r"not in the local torch cache.*never downloads"):
+        build_model("vgg16", 3, 5, 32, pretrained=True)
+
+
+def test_default_learning_rates_are_the_labs():
+    assert {n: s.default_lr for n, s in MODELS.items()} == {
+        "simple": 1e-3,
+        "advanced": 1e-4,
+        "vgg16": 1e-4,
+    }
