@@ -292,14 +292,19 @@ def _high_bit_depth(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def cache_dir() -> Path:
-    """Where decoded datasets are cached ($BLOODCELLS_CACHE, else the user cache folder)."""
+def cache_home() -> Path:
+    """bloodcells' cache folder: $BLOODCELLS_CACHE, else the user's cache folder."""
     env = os.environ.get("BLOODCELLS_CACHE")
     if env:
         return Path(env)
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("bloodcells")) / "datasets"
+    return Path(user_cache_dir("bloodcells"))
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached."""
+    return cache_home() / "datasets"
 
 
 def cache_key(files: Iterable[tuple[Path, str]], transform: Transform) -> str:
