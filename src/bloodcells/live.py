@@ -1,12 +1,22 @@
-"""Following training as it runs: fit() callbacks for the terminal (rich)."""
+"""Following training as it runs: fit() callbacks for the terminal (rich), the notebook (plotly
+widgets) and the run folder (PNG files), and the plotly figures the HTML report shares."""
 
 from __future__ import annotations
 
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bloodcells.train import Callback, FitState
+from bloodcells.metrics import row_percentages
+from bloodcells.runs import write_atomic
+from bloodcells.train import Callback, EpochResult, FitState
 
 COLUMNS = (("epoch", 7), ("train loss", 11), ("dev loss", 10), ("dev acc", 9), ("seconds", 9))
 
@@ -64,3 +74,248 @@ class TerminalProgress(Callback):
             table.add_column(justify="right", width=width, style="bold" if header else None)
         table.add_row(*cells)
         return table
+
+
+# Figures shared by the notebook live plot and the HTML report, made of plain plotly dicts:
+# building a go.Figure from them in one go is several times faster than filling one in.
+
+LOSS_TRACES = ("training loss", "dev loss")
+FIGURE_STYLE = {
+    "template": "none",  # plotly's named templates cost about 0.1 s per figure built
+    "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13},
+    "paper_bgcolor": "white",
+    "plot_bgcolor": "white",
+}
+LEGEND_ON_TOP = {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"}
+
+
+def plotly_label(text: str) -> str:
+    """`text` as plotly shows it literally (plotly reads <b>, <br>, … in labels as markup)."""
+    return html.escape(str(text), quote=False)
+
+
+def loss_traces(epochs: Sequence[EpochResult]) -> list[dict]:
+    """Training and dev loss per epoch, as two plotly scatter traces."""
+    x = [e.epoch for e in epochs]
+    losses = ([e.train_loss for e in epochs], [e.dev_loss for e in epochs])
+    return [
+        {"type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y}
+        for name, y in zip(LOSS_TRACES, losses, strict=True)
+    ]
+
+
+def loss_layout(title: str, epochs: Sequence[EpochResult], planned: int | None = None) -> dict:
+    """The loss chart's layout; with `planned`, the x axis spans every planned epoch."""
+    last = max([planned or 0, *(e.epoch for e in epochs), 1])
+    return {
+        **FIGURE_STYLE,
+        "title": {"text": plotly_label(title), "x": 0, "xref": "paper"},
+        "xaxis": {"title": "epoch", "range": [0.5, last + 0.5], "dtick": 1 if last <= 20 else None},
+        "yaxis": {"title": "loss (mean per image)", "rangemode": "tozero"},
+        "legend": LEGEND_ON_TOP,
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+        "hovermode": "x unified",
+    }
+
+
+def loss_figure(
+    epochs: Sequence[EpochResult] = (), planned: int | None = None, title: str = "Loss", **layout
+) -> go.Figure:
+    """Training and dev loss per epoch; `layout` overrides (height=...) go in unchecked."""
+    return go.Figure(loss_traces(epochs), {**loss_layout(title, epochs, planned), **layout})
+
+
+def confusion_trace(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> dict:
+    """Confusion counts (rows true, columns predicted) as a heatmap of row percentages."""
+    counts = np.asarray(matrix)
+    share = row_percentages(counts)
+    labels = [plotly_label(c) for c in classes]
+    return {
+        "type": "heatmap",
+        "z": share,
+        "x": labels,
+        "y": labels,
+        "text": [[f"{100 * v:.0f}%" for v in row] for row in share],
+        "customdata": counts,
+        "texttemplate": "%{text}",
+        "colorscale": "Blues",
+        "zmin": 0,
+        "zmax": 1,
+        "colorbar": {"tickformat": ".0%", "thickness": 12},
+        "hovertemplate": "true %{y}, predicted %{x}: %{text} (%{customdata} images)<extra></extra>",
+    }
+
+
+def confusion_layout(title: str) -> dict:
+    """A square matrix, true classes top to bottom, predicted classes left to right."""
+    return {
+        **FIGURE_STYLE,
+        "title": {"text": plotly_label(title), "x": 0, "xref": "paper"},
+        "xaxis": {"title": "predicted", "type": "category", "constrain": "domain"},
+        "yaxis": {
+            "title": "true",
+            "type": "category",
+            "autorange": "reversed",
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
+        "margin": {"l": 90, "r": 20, "t": 60, "b": 80},
+    }
+
+
+def confusion_figure(
+    matrix: Sequence[Sequence[int]],
+    classes: Sequence[str],
+    title: str = "Confusion matrix (dev)",
+    **layout,
+) -> go.Figure:
+    """The dev confusion matrix as the lab shows it; `layout` overrides go in unchecked."""
+    return go.Figure([confusion_trace(matrix, classes)], {**confusion_layout(title), **layout})
+
+
+def epoch_caption(epoch: EpochResult) -> str:
+    """'epoch 3, dev accuracy 87.3%': what a confusion matrix title says it shows."""
+    return f"epoch {epoch.epoch}, dev accuracy {epoch.dev_accuracy:.1%}"
+
+
+class LivePlot(Callback):
+    """The lab's notebook live plot: loss curves and the dev confusion matrix after each epoch.
+
+    In Jupyter it shows two plotly widgets where it is created; elsewhere it only keeps its
+    figures (`loss`, `matrix`) current. Make one per model to keep each model's plots.
+    """
+
+    def __init__(self, class_names: Sequence[str] | None = None, title: str | None = None) -> None:
+        self.class_names = list(class_names) if class_names is not None else None
+        self.title = title
+        n = len(self.class_names or ())
+        self.loss = _widget(loss_figure(title=self._title("loss"), height=380))
+        self.matrix = _widget(
+            confusion_figure(
+                np.zeros((n, n), int),
+                self.class_names or (),
+                self._title("confusion matrix (dev)"),
+                width=520,
+                height=520,
+            )
+        )
+        self.displayed = _display(self.loss, self.matrix)
+
+    def on_fit_start(self, state: FitState) -> None:
+        if self.class_names is None:
+            self.class_names = list(state.classes)
+        if self.title is None:
+            self.title = state.config.model
+        self._update(state)  # a resumed fit shows its earlier epochs at once
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._update(state)
+
+    def _update(self, state: FitState) -> None:
+        epochs = state.history.epochs
+        layout = loss_layout(self._title("loss"), epochs, state.config.epochs)
+        _redraw(self.loss, loss_traces(epochs), layout)
+        if epochs:
+            title = self._title(f"confusion matrix (dev), {epoch_caption(epochs[-1])}")
+            trace = confusion_trace(epochs[-1].confusion, self.class_names)
+            _redraw(self.matrix, [trace], confusion_layout(title))
+
+    def _title(self, what: str) -> str:
+        return f"{self.title}: {what}" if self.title else what[:1].upper() + what[1:]
+
+
+def _redraw(fig: go.Figure, traces: Sequence[dict], layout: dict) -> None:
+    """Put new traces and layout into `fig` in place (a widget sends them as one update)."""
+    with fig.batch_update():
+        for trace, new in zip(fig.data, traces, strict=True):
+            trace.update(new)
+        fig.update_layout(layout)
+
+
+def _widget(fig: go.Figure) -> go.Figure:
+    """`fig` as a notebook widget that redraws on change (the plain figure without anywidget)."""
+    try:
+        return go.FigureWidget(fig)
+    except ImportError:
+        return fig
+
+
+def _display(*figures: go.Figure) -> bool:
+    """Show `figures` when running in a Jupyter kernel; say whether they were shown."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    display(*figures)
+    return True
+
+
+class PlotFiles(Callback):
+    """Keeps run_dir/loss.png and run_dir/confusion.png current after every epoch."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def on_fit_start(self, state: FitState) -> None:
+        if state.history.epochs:  # a resumed run: show its earlier epochs at once
+            self._write(state)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._write(state)
+
+    def _write(self, state: FitState) -> None:
+        epochs = state.history.epochs
+        loss = _loss_png(epochs, f"{state.config.model}: loss")
+        confusion = _confusion_png(epochs[-1], state.classes, state.config.model)
+        write_atomic(self.run_dir / "loss.png", loss)
+        write_atomic(self.run_dir / "confusion.png", confusion)
+
+
+def _loss_png(epochs: Sequence[EpochResult], title: str) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    x = [e.epoch for e in epochs]
+    ax.plot(x, [e.train_loss for e in epochs], marker="o", label=LOSS_TRACES[0])
+    ax.plot(x, [e.dev_loss for e in epochs], marker="o", label=LOSS_TRACES[1])
+    ax.set(xlabel="epoch", ylabel="loss (mean per image)", title=title)
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def _confusion_png(epoch: EpochResult, classes: Sequence[str], model: str) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    share = row_percentages(epoch.confusion)
+    n = len(classes)
+    side = 2.5 + 0.8 * n
+    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(share):
+        color = "white" if value > 0.5 else "black"
+        ax.text(j, i, f"{100 * value:.0f}%", ha="center", va="center", color=color)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{model}: {epoch_caption(epoch)}")
+    fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), shrink=0.8)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    """A matplotlib Figure as PNG bytes, drawn with Agg (no pyplot, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    return buffer.getvalue()
