@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -138,13 +139,13 @@ def train_cmd(
     ),
     epochs: Annotated[int, typer.Option(help="Train up to this many epochs.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 8,
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: the model's].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the model's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffles, dropout.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N [default: auto].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("runs"),
     size: Annotated[int, typer.Option(help="Resize images to SIZE×SIZE.")] = 32,
     rgb: Annotated[
-        bool | None, typer.Option("--rgb/--gray", help="Colour mode [default: the model's].")
+        bool | None, typer.Option("--rgb/--gray", help="Colour mode (default: the model's).")
     ] = None,
     bn2: Annotated[
         bool, typer.Option("--bn2", help="advanced: BatchNorm after conv 2 (a).")
@@ -237,7 +238,7 @@ def evaluate_cmd(
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Evaluate on ROOT/test instead.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda [default: auto].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda (default: auto).")] = None,
 ) -> None:
     """Accuracy, balanced accuracy, per-class scores and the confusion matrix of a run."""
     from bloodcells.metrics import row_percentages
@@ -272,6 +273,189 @@ def evaluate_cmd(
         ]
         matrix.add_row(cls, *cells)
     out.print(matrix)
+
+
+@data_app.command("synth")
+def data_synth(
+    dest: Annotated[Path, typer.Argument(help="New folder for the demo set (must not exist).")],
+    per_class: Annotated[int, typer.Option(help="Training images per class.")] = 400,
+    test_per_class: Annotated[int, typer.Option(help="Test images per class.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed makes the same images.")] = 0,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 32,
+) -> None:
+    """Write the built-in SYNTHETIC demo set (five procedural cell classes) as PNG folders."""
+    from bloodcells.synthetic import SYNTHETIC_NOTICE, SynthConfig, write_demo_set
+
+    root = write_demo_set(dest, SynthConfig(per_class, test_per_class, seed, size))
+    out.print(f"{SYNTHETIC_NOTICE}\nwritten: {root}", highlight=False)
+
+
+@app.command("lab")
+def lab_cmd(
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Dataset root (default: the demo set).")
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models, in order.")
+    ] = "simple,advanced,vgg16",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs per model (default: 5; VGG16 fewer on a CPU).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the lab folder goes.")] = Path(
+        "runs"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for the demo set and training.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
+) -> None:
+    """The whole lab end to end: every model, compared, explained, in one HTML report."""
+    from bloodcells.lab import LabConfig, run_lab
+    from bloodcells.live import TerminalProgress
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    from bloodcells.synthetic import SynthConfig
+
+    config = LabConfig(data, names, epochs, out_dir, seed, device, demo=SynthConfig(seed=seed))
+    start = time.perf_counter()
+    result = run_lab(
+        config,
+        callbacks_for=lambda name: [TerminalProgress(err, label=name)],
+        say=lambda text: err.print(text, highlight=False),
+    )
+    table = Table(title="comparison (dev set)", title_justify="left")
+    for col in ("model", "accuracy", "balanced", "parameters", "seconds", "epochs"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, run in result.runs.items():
+        m = run.metrics
+        table.add_row(
+            name,
+            f"{m['accuracy']:.3f}",
+            f"{m['balanced_accuracy']:.3f}",
+            f"{run.info['parameters']:,}",
+            f"{m['train_seconds']:.1f}",
+            str(len(run.history)),
+        )
+    out.print(table)
+    if result.synthetic:
+        out.print("[yellow]these numbers are on SYNTHETIC demo cells, not real data[/]")
+    out.print(f"lab finished in {time.perf_counter() - start:.0f} s; report: {result.report}")
+
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder made by bloodcells train.")]
+RunDataOpt = Annotated[
+    Path | None, typer.Option("--data", "-d", help="Use ROOT/test instead of the run's data.")
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: auto).")]
+
+
+def _trained(run_dir: Path, data: Path | None, device: str | None):
+    """A run's model, its data (or `data`), and the device name, for the commands below."""
+    from bloodcells.runs import load_run
+    from bloodcells.train import select_device
+
+    run = load_run(run_dir)
+    device_ = str(select_device(device))
+    return run.load_model(device_), run.load_data(data), device_
+
+
+@app.command("gradcam")
+def gradcam_cmd(
+    run: RunArg,
+    data: RunDataOpt = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many dev images.")] = 6,
+    layers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layers",
+            "-l",
+            help="Layer names (as in named_modules, e.g. 0,5 or features.28); repeat or "
+            "comma-separate (default: the last conv of each map size).",
+        ),
+    ] = None,
+    target: Annotated[str, typer.Option(help="Explain the 'predicted' or the 'true' class.")] = (
+        "predicted"
+    ),
+    method: Annotated[
+        str,
+        typer.Option(
+            help="gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam, "
+            "ablationcam."
+        ),
+    ] = "gradcam",
+    seed: Annotated[int, typer.Option(help="Seed for picking the images.")] = 0,
+    device: DeviceOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")] = Path("cam.png"),
+) -> None:
+    """What the network looks at: CAM maps of random dev images, layer by layer."""
+    from bloodcells.explain import cam_figure, gradcam_grid
+    from bloodcells.figures import save_figure
+
+    model, splits, device_ = _trained(run, data, device)
+    names = [name.strip() for item in layers or [] for name in item.split(",") if name.strip()]
+    grid = gradcam_grid(model, splits.test, n, names, target, method, seed, device_)
+    for layer in grid.layers:
+        h, w = layer.size
+        out.print(f"layer {layer.name} ({layer.kind}): {h}×{w} map", highlight=False)
+    out.print(f"wrote {save_figure(cam_figure(grid), output)}", highlight=False)
+
+
+@data_app.command("preview")
+def data_preview(
+    root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
+    per_class: Annotated[int, typer.Option(min=1, help="Images per class.")] = 8,
+    size: Annotated[int, typer.Option(help="Resize images to SIZE×SIZE.")] = 32,
+    rgb: Annotated[bool, typer.Option("--rgb", help="Read as RGB instead of grayscale.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for picking the images.")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")] = Path(
+        "grid.png"
+    ),
+) -> None:
+    """Random training images, a row per class: check that the loader delivers your data."""
+    from bloodcells.data import Transform, load_dataset
+    from bloodcells.figures import sample_grid, save_figure
+
+    splits = load_dataset(root, Transform(size, 3 if rgb else 1))
+    path = save_figure(sample_grid(splits.train, per_class, seed), output)
+    out.print(f"wrote {path}", highlight=False)
+
+
+@app.command("mistakes")
+def mistakes_cmd(
+    run: RunArg,
+    data: RunDataOpt = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many top losses.")] = 9,
+    device: DeviceOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")] = Path(
+        "top_losses.png"
+    ),
+) -> None:
+    """The dev images the model gets most confidently wrong, and the classes it confuses."""
+    import os
+
+    from bloodcells.figures import plot_top_losses, rank_losses, save_figure
+    from bloodcells.metrics import most_confused
+    from bloodcells.train import evaluate
+
+    model, splits, device_ = _trained(run, data, device)
+    result = evaluate(model, splits.test, device_)
+    rows = rank_losses(result, splits.test, n)
+    title = f"top {len(rows)} losses on {splits.root}/test"
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for col in ("#", "image", "true", "predicted", "p(pred)", "loss"):
+        justify = "right" if col in ("#", "p(pred)", "loss") else "left"
+        table.add_column(col, justify=justify, overflow="fold")
+    for i, row in enumerate(rows, start=1):
+        image = os.path.relpath(row["path"], splits.root)
+        p, loss = f"{row['probability']:.3f}", f"{row['loss']:.2f}"
+        table.add_row(str(i), image, row["true"], row["predicted"], p, loss)
+    out.print(table)
+    classes = splits.classes
+    confused = Table(title="most confused classes", title_justify="left")
+    for col in ("true", "predicted as", "images"):
+        confused.add_column(col, justify="right" if col == "images" else "left")
+    for true, pred, count in most_confused(result.confusion(len(classes)), classes):
+        confused.add_row(true, pred, str(count))
+    out.print(confused if confused.row_count else "no mistakes on the dev set")
+    out.print(f"wrote {save_figure(plot_top_losses(splits.test, rows), output)}", highlight=False)
 
 
 def main() -> None:
