@@ -102,9 +102,9 @@ def prediction_grid(
     """A random batch with true class, prediction and its probability; mistakes framed in red."""
     picked = dataset.subset(random_indices(len(dataset), n, seed))
     result = evaluate(model, picked, device)
-    cols = min(len(picked), max(4, math.ceil(math.sqrt(len(picked)))))
+    cols = min(len(picked), 8)  # a row of the lab's batch size
     rows = math.ceil(len(picked) / cols)
-    fig, axes = image_axes(rows, cols, cell=1.8, extra=0.45 * rows)
+    fig, axes = image_axes(rows, cols, cell=1.5, extra=0.45 * rows)
     flat = [ax for row in axes for ax in row]
     for i, ax in enumerate(flat[: len(picked)]):
         true, pred = int(result.labels[i]), int(result.predictions[i])
