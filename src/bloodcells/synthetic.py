@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import secrets
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -145,7 +145,8 @@ def _normal(rng: np.random.Generator, mean_sd: Range, floor: float) -> float:
 def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates of an n x n patch, in reference px, relative to its centre."""
     axis = (np.arange(n, dtype=np.float32) + 0.5) * (REFERENCE_SIZE / n) - REFERENCE_SIZE / 2
-    return np.meshgrid(axis, axis)
+    x, y = np.meshgrid(axis, axis)
+    return x, y
 
 
 def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -280,8 +281,8 @@ def _smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Genera
 
 
 def _coarse_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Smooth noise drawn at output resolution and repeated up: fine for blobs wider than
-    an output pixel, and an FFT SUPERSAMPLE² times smaller."""
+    """Smooth noise drawn at output resolution and repeated up to shape."""
+    # Good enough for blobs wider than an output pixel, with an FFT SUPERSAMPLE² times smaller.
     coarse = (shape[0] // SUPERSAMPLE, shape[1] // SUPERSAMPLE)
     field = _smooth_noise(coarse, sigma_px / SUPERSAMPLE, rng)
     return np.repeat(np.repeat(field, SUPERSAMPLE, axis=0), SUPERSAMPLE, axis=1)
@@ -422,7 +423,10 @@ def write_demo_set(dest: Path | str, config: SynthConfig = SynthConfig()) -> Pat
     dest = Path(dest)
     _check_free(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    # A hidden sibling on the same file system, so the final rename is atomic; mkdir (not
+    # tempfile.mkdtemp, which makes it owner-only) keeps the user's umask for the result.
+    staging = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         _write_pngs(staging, generate(config))
         (staging / "README.txt").write_text(_readme_text(config), encoding="utf-8")
