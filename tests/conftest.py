@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bloodcells.data import load_dataset
+from bloodcells.runs import start_training
+from bloodcells.train import TrainConfig
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -56,6 +60,15 @@ def write_layout(
 def easy_root(tmp_path) -> Path:
     """A small, easy three-class dataset in the lab's layout."""
     return write_layout(tmp_path / "easy")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The advanced CNN trained for two epochs on the easy disc / square / bar images."""
+    root = write_layout(tmp_path_factory.mktemp("data") / "easy")
+    splits = load_dataset(root, cache=False)
+    config = TrainConfig(model="advanced", epochs=2, image_size=32, lr=1e-3)
+    return start_training(splits, config, out=tmp_path_factory.mktemp("runs")), splits
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import write_layout
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.data import load_dataset
 from bloodcells.errors import BloodcellsError
 from bloodcells.explain import (
     METHODS,
@@ -26,19 +24,8 @@ from bloodcells.explain import (
     spatial_layers,
 )
 from bloodcells.models import build_model
-from bloodcells.runs import start_training
-from bloodcells.train import TrainConfig
 
 VGG_DEFAULTS = ["features.8", "features.15", "features.22", "features.29"]  # the ReLUs
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The advanced CNN trained for two epochs on the easy disc / square / bar images."""
-    root = write_layout(tmp_path_factory.mktemp("data") / "easy")
-    splits = load_dataset(root, cache=False)
-    config = TrainConfig(model="advanced", epochs=2, image_size=32, lr=1e-3)
-    return start_training(splits, config, out=tmp_path_factory.mktemp("runs")), splits
 
 
 @pytest.fixture

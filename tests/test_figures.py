@@ -24,17 +24,6 @@ from bloodcells.figures import (
     top_losses,
     top_losses_figure,
 )
-from bloodcells.runs import start_training
-from bloodcells.train import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The advanced CNN trained for two epochs on the easy disc / square / bar images."""
-    root = write_layout(tmp_path_factory.mktemp("data") / "easy")
-    splits = load_dataset(root, cache=False)
-    config = TrainConfig(model="advanced", epochs=2, image_size=32, lr=1e-3)
-    return start_training(splits, config, out=tmp_path_factory.mktemp("runs")), splits
 
 
 class Always(nn.Module):
