@@ -1,12 +1,5 @@
 """bloodcells: classify white blood cells from small microscopy patches; the CNN lab as software."""
 
-import os
-
-# Busy-waiting OpenMP threads make small-batch CPU training 30x slower as soon as another
-# process wants a core (measured here: 3 s vs 100 s an epoch); passive waiting costs nothing
-# when the machine is idle. Must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 
 from bloodcells.data import Dataset, Splits, Transform, load_dataset
