@@ -214,18 +214,9 @@ def cam_figure(grid: CamGrid) -> Figure:
     return fig
 
 
-def gradcam_figure(
-    model: nn.Module,
-    dataset: Dataset,
-    n: int = 6,
-    layers: Sequence[str] | None = None,
-    target: str = "predicted",
-    method: str = "gradcam",
-    seed: int = 0,
-    device: str = "cpu",
-) -> Figure:
-    """`cam_figure` of `gradcam_grid`: what the model looks at, image by image, layer by layer."""
-    return cam_figure(gradcam_grid(model, dataset, n, layers, target, method, seed, device))
+def gradcam_figure(model: nn.Module, dataset: Dataset, **options) -> Figure:
+    """`cam_figure` of `gradcam_grid` (same options): what the model looks at, layer by layer."""
+    return cam_figure(gradcam_grid(model, dataset, **options))
 
 
 def _measure(model: nn.Module, shape: tuple[int, ...]) -> list[Layer]:
