@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,25 +76,16 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same dataset with images and labels on `device`."""
-        return Dataset(
-            self.images.to(device),
-            self.labels.to(device),
-            self.classes,
-            self.paths,
-            self.sources,
-            self.problems,
-        )
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
     def subset(self, index: torch.Tensor | list[int]) -> Dataset:
         """The images at `index`, in that order."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return Dataset(
-            self.images[index.to(self.images.device)],
-            self.labels[index.to(self.labels.device)],
-            self.classes,
-            [self.paths[i] for i in index.tolist()],
-            self.sources,
-            self.problems,
+        return replace(
+            self,
+            images=self.images[index.to(self.images.device)],
+            labels=self.labels[index.to(self.labels.device)],
+            paths=[self.paths[i] for i in index.tolist()],
         )
 
     def standardized(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bloodcells.data import Splits, Transform, cache_home, load_dataset
 from bloodcells.errors import BloodcellsError
@@ -18,6 +19,11 @@ from bloodcells.models import MODELS, get_spec
 from bloodcells.runs import Run, new_run_dir, start_training, versions
 from bloodcells.synthetic import SynthConfig
 from bloodcells.train import Callback, TrainConfig, select_device
+
+if TYPE_CHECKING:
+    import torch
+
+    from bloodcells.report import LabReport
 
 LAB_MODELS = ("simple", "advanced", "vgg16")
 LAB_EPOCHS = 5  # the lab's setting, used as is on a GPU
@@ -173,7 +179,15 @@ def run_lab(
     return LabResult(lab_dir, report.path, runs, synthetic)
 
 
-def _explain(report, runs: dict[str, Run], gray: Splits, root: Path, config, device, say) -> None:
+def _explain(
+    report: LabReport,
+    runs: dict[str, Run],
+    gray: Splits,
+    root: Path,
+    config: LabConfig,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> None:
     """Predictions, top losses and Grad-CAM of the advanced CNN (or the last model trained)."""
     from bloodcells import explain, figures
     from bloodcells.metrics import most_confused
