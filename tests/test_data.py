@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -57,10 +58,11 @@ def test_matches_the_labs_pil_transform_pixel_for_pixel(tmp_path):
 
     rng = np.random.default_rng(1)
     for split in ("train", "test"):
-        (tmp_path / split / "a").mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 255, (45, 37, 3), dtype=np.uint8)).save(
-            tmp_path / split / "a" / "x.png"
-        )
+        for cls in ("a", "b"):  # a classifier needs two classes
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (45, 37, 3), dtype=np.uint8)).save(
+                tmp_path / split / cls / "x.png"
+            )
     lab = transforms.Compose(
         [transforms.Grayscale(), transforms.Resize((32, 32)), transforms.ToTensor()]
     )
@@ -72,13 +74,14 @@ def test_matches_the_labs_pil_transform_pixel_for_pixel(tmp_path):
 def test_reads_jpeg_bmp_and_16_bit_tiff_gray_and_rgb_of_odd_sizes(tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        folder = tmp_path / split / "mixed"
+        folder, other = tmp_path / split / "mixed", tmp_path / split / "more"
         folder.mkdir(parents=True)
+        other.mkdir()
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / "a.jpg")
         Image.fromarray(rng.integers(0, 255, (17, 33), dtype=np.uint8)).save(folder / "b.bmp")
         deep = rng.integers(0, 65535, (31, 29), dtype=np.uint16)
-        Image.fromarray(deep).save(folder / "c.tif")
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "d.PNG")
+        Image.fromarray(deep).save(other / "c.tif")
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(other / "d.PNG")
     splits = load_dataset(tmp_path, Transform(32, 1))
     assert len(splits.train) == 4 and not splits.problems
     assert splits.train.images.shape == (4, 1, 32, 32)
@@ -179,12 +182,12 @@ def test_corrupt_image_is_skipped_and_listed_by_path(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_non_image_files_are_ignored_silently(tmp_path):
+def test_hidden_files_and_files_outside_class_folders_are_ignored_silently(tmp_path):
     write_layout(tmp_path, per_class=(3, 3))
     for folder in (tmp_path / "train", tmp_path / "train" / "disc"):
         (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
         (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
-        (folder / "notes.txt").write_text("counted by hand")
+    (tmp_path / "train" / "notes.txt").write_text("counted by hand")
     (tmp_path / "train" / "disc" / "._disc_000.png").write_bytes(b"\0\5\26\7")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -195,3 +198,201 @@ def test_non_image_files_are_ignored_silently(tmp_path):
 def test_bad_transform_is_an_input_error():
     with pytest.raises(DataError, match="channels must be 1"):
         Transform(channels=2)
+
+
+def assert_labels_match_folders(dataset):
+    for path, label in zip(dataset.paths, dataset.labels.tolist(), strict=True):
+        assert os.path.basename(os.path.dirname(path)) == dataset.classes[label], path
+
+
+@pytest.mark.parametrize("with_images", [True, False], ids=["with-images", "empty"])
+def test_cache_labels_follow_a_class_folder_added_later(tmp_path, with_images):
+    write_layout(tmp_path, per_class=(3, 3))
+    load_dataset(tmp_path)  # fills the cache with labels for bar, disc, square
+    new = tmp_path / "train" / "aaa"  # sorts first: every old label index shifts by one
+    new.mkdir()
+    if with_images:
+        for f in sorted((tmp_path / "train" / "disc").glob("*.png")):
+            (new / f.name).write_bytes(f.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        splits = load_dataset(tmp_path)
+    assert splits.classes == ["aaa", "bar", "disc", "square"]
+    assert_labels_match_folders(splits.train)
+    assert_labels_match_folders(splits.test)
+
+
+def test_a_cache_file_for_other_classes_is_not_trusted(tmp_path, monkeypatch):
+    import bloodcells.data as data
+
+    write_layout(tmp_path, per_class=(3, 3))
+    load_dataset(tmp_path)
+    monkeypatch.setattr(data, "cache_key", lambda *args, **kwargs: "same-key-for-everything")
+    load_dataset(tmp_path)
+    (tmp_path / "train" / "aaa").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        splits = load_dataset(tmp_path)
+    assert_labels_match_folders(splits.test)
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "unreadable"])
+def test_a_train_class_without_test_images_is_a_problem(tmp_path, how):
+    write_layout(tmp_path, per_class=(3, 3))
+    folder = tmp_path / "test" / "square"
+    for f in folder.glob("*.png"):
+        if how == "unreadable":
+            f.write_bytes(b"not an image")
+        else:
+            f.unlink()
+    if how == "missing":
+        folder.rmdir()
+    with pytest.warns(DataWarning) as caught:
+        splits = load_dataset(tmp_path)
+    expected = f"{tmp_path / 'test'}: no images of class square (it is in train)"
+    assert expected in [str(w.message) for w in caught]
+    assert any("no images of class square" in p for p in splits.summary()["problems"])
+    assert len(splits.test) == 6
+
+
+def test_a_train_split_with_no_readable_images_is_an_error(tmp_path):
+    write_layout(tmp_path, per_class=(2, 2))
+    for f in (tmp_path / "train").rglob("*.png"):
+        f.write_bytes(b"not an image")
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"train: no readable images"):
+        load_dataset(tmp_path)
+
+
+def test_a_test_split_with_no_images_is_an_error(tmp_path):
+    write_layout(tmp_path, per_class=(2, 2))
+    for f in (tmp_path / "test").rglob("*.png"):
+        f.unlink()
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"test: no readable images"):
+        load_dataset(tmp_path)
+
+
+def test_a_decompression_bomb_is_skipped_and_listed(tmp_path, monkeypatch):
+    write_layout(tmp_path, per_class=(3, 3))
+    bomb = tmp_path / "train" / "disc" / "bomb.png"
+    Image.new("1", (200, 200)).save(bomb)  # 40,000 pixels: over twice the lowered limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.warns(DataWarning, match=r"bomb.png: skipped, cannot be read as an image"):
+        splits = load_dataset(tmp_path)
+    assert len(splits.train) == 9 and str(bomb) not in splits.train.paths
+    assert Image.MAX_IMAGE_PIXELS == 10_000  # PIL's guard stays on
+
+
+@pytest.mark.parametrize("size", [3, 513, 100_000])
+def test_image_size_is_bounded(size):
+    with pytest.raises(DataError, match=r"image size must be 4 to 512 pixels"):
+        Transform(size=size)
+
+
+def test_too_little_memory_is_an_error_before_decoding(easy_root, monkeypatch):
+    import bloodcells.data as data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 10_000_000)
+    monkeypatch.setattr(data, "decode_files", lambda *a, **k: pytest.fail("decoded anyway"))
+    expected = r"needs about [\d.]+ GB of memory .* only 0.01 GB is available; use a smaller"
+    with pytest.raises(DataError, match=expected):
+        load_dataset(easy_root, Transform(size=512, channels=3))
+
+
+def test_memory_check_is_skipped_when_memory_is_unknown(monkeypatch):
+    import bloodcells.data as data
+
+    monkeypatch.setattr(data, "available_memory", lambda: None)
+    data.check_memory(10**9, Transform(size=512, channels=3))
+    monkeypatch.setattr(data, "available_memory", lambda: 10**15)
+    data.check_memory(1000, Transform(size=512, channels=3))
+
+
+def test_available_memory_is_a_positive_number_here():
+    from bloodcells.data import available_memory
+
+    memory = available_memory()
+    assert memory is None or memory > 0
+
+
+def test_unsupported_files_in_class_folders_are_listed(tmp_path):
+    write_layout(tmp_path, per_class=(3, 3))
+    disc = tmp_path / "train" / "disc"
+    Image.open(disc / "disc_000.png").save(disc / "moving.gif")
+    (disc / "notes.txt").write_text("counted by hand")
+    with pytest.warns(DataWarning) as caught:
+        splits = load_dataset(tmp_path)
+    messages = [str(w.message) for w in caught]
+    assert f"{disc / 'moving.gif'}: skipped, not a supported image type (.gif); supported: " in (
+        " ".join(messages)
+    )
+    assert any(str(disc / "notes.txt") in m and "(.txt)" in m for m in messages)
+    assert ".bmp, .jpeg, .jpg, .png, .tif, .tiff" in messages[0]
+    assert len(splits.train) == 9 and len(splits.problems) == 2
+
+
+def test_one_class_is_not_a_classifier(tmp_path):
+    write_layout(tmp_path, classes=("disc",), per_class=(3, 3))
+    with pytest.raises(DataError, match=r"at least two classes; found only disc in .*train"):
+        load_dataset(tmp_path)
+
+
+def test_one_class_with_images_among_empty_folders_is_not_a_classifier(tmp_path):
+    write_layout(tmp_path, classes=("disc",), per_class=(3, 3))
+    (tmp_path / "train" / "square").mkdir()
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"found only disc"):
+        load_dataset(tmp_path)
+
+
+class FakeProgress:
+    """Records what load_dataset asks of rich's Progress, instead of drawing it."""
+
+    made: ClassVar[list[FakeProgress]] = []
+
+    def __init__(self, *columns, **kwargs):
+        self.kwargs, self.started, self.stopped, self.completed = kwargs, False, False, 0
+        FakeProgress.made.append(self)
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.stopped = True
+
+    def add_task(self, description, total=None, completed=0):
+        self.total, self.completed = total, completed
+        return 0
+
+    def update(self, task, completed=None, **kwargs):
+        self.completed = completed
+
+
+@pytest.fixture
+def fake_progress(monkeypatch):
+    import bloodcells.data as data
+
+    FakeProgress.made = []
+    monkeypatch.setattr(data, "Progress", FakeProgress)
+    return data
+
+
+def test_slow_decoding_shows_a_transient_progress_bar(tmp_path, fake_progress, monkeypatch):
+    monkeypatch.setattr(fake_progress, "PROGRESS_AFTER_S", 0.0)
+    write_layout(tmp_path, per_class=(3, 2))
+    load_dataset(tmp_path, cache=False)
+    train, test = FakeProgress.made
+    assert train.started and train.stopped and train.kwargs["transient"]
+    assert train.kwargs["console"].stderr
+    assert (train.total, train.completed) == (9, 9) and (test.total, test.completed) == (6, 6)
+
+
+def test_no_progress_bar_when_quick_cached_or_turned_off(
+    tmp_path, fake_progress, monkeypatch, capsys
+):
+    write_layout(tmp_path, per_class=(3, 2))
+    load_dataset(tmp_path)  # quick: well under a second
+    assert FakeProgress.made == []
+    monkeypatch.setattr(fake_progress, "PROGRESS_AFTER_S", 0.0)
+    load_dataset(tmp_path)  # from the cache
+    load_dataset(tmp_path, cache=False, progress=False)
+    assert FakeProgress.made == []
+    assert capsys.readouterr().err == ""

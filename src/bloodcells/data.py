@@ -4,31 +4,44 @@ ROOT/train/<class>/* and ROOT/test/<class>/*; classes are the sorted folder name
 Each image becomes a uint8 (or, for 16-bit sources, float16 in [0, 1]) tensor of shape C×H×W
 after the lab's transform: grayscale or RGB, resize to size×size. Scaling to [0, 1] and the
 per-image standardization happen on the training device, batch by batch or all at once.
+Nothing is skipped silently: unreadable or unsupported files, empty classes and classes with no
+test images are listed as Problems (and warned about); only hidden files are ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bloodcells.errors import DataError, DataWarning
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")
 LAYOUT = "expected ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
-CACHE_FORMAT = 1  # bump when the cached tensors change meaning
+CACHE_FORMAT = 2  # bump when the cached tensors change meaning
 EPS = 1e-6  # the lab's samplewise_standardize epsilon
+MIN_SIZE, MAX_SIZE = 4, 512
+# Training makes a float32 standardized copy of the stored uint8 images: 1 + 4 bytes per value.
+BYTES_PER_VALUE = 5
+PROGRESS_AFTER_S = 1.0  # decoding that is over sooner shows no progress bar
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' hidden bookkeeping files
+# UnidentifiedImageError is an OSError; PIL's pixel limit stays on and a bomb is skipped
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,8 @@ class Transform:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
-        if self.size < 4:
-            raise DataError(f"image size must be at least 4 pixels, not {self.size}")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise DataError(f"image size must be {MIN_SIZE} to {MAX_SIZE} pixels, not {self.size}")
 
 
 @dataclass(frozen=True)
@@ -144,28 +157,96 @@ def standardize(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_dataset(
-    root: str | Path, transform: Transform | None = None, cache: bool = True
+    root: str | Path, transform: Transform | None = None, cache: bool = True, progress: bool = True
 ) -> Splits:
-    """Read ROOT/train and ROOT/test into tensors, from the on-disk cache when nothing changed."""
+    """Read ROOT/train and ROOT/test into tensors, from the on-disk cache when nothing changed.
+
+    Problems are warned about as DataWarnings; a split that cannot be trained or evaluated on
+    (no readable images, fewer than two classes in train) is a DataError. `progress` shows a
+    progress bar on stderr while a slow decoding runs.
+    """
     transform = transform or Transform()
     root = Path(root).expanduser()
     check_layout(root)
     classes, train_files, problems = scan_split(root / "train")
     test_classes, test_files, test_problems = scan_split(root / "test")
+    _check_test_classes(root, classes, test_classes)
+    check_memory(len(train_files) + len(test_files), transform)
+    index = {c: i for i, c in enumerate(classes)}
+    train = read_split(train_files, classes, index, transform, problems, cache, progress)
+    _warn(train.problems)
+    _check_trainable(root / "train", train)
+    test = read_split(test_files, classes, index, transform, test_problems, cache, progress)
+    test.problems += _untested_classes(root / "test", train, test)
+    _warn(test.problems)
+    if len(test) == 0:
+        raise DataError(f"{root / 'test'}: no readable images, nothing to evaluate on; {LAYOUT}")
+    return Splits(root, transform, train, test)
+
+
+def _check_test_classes(root: Path, classes: list[str], test_classes: list[str]) -> None:
     unknown = sorted(set(test_classes) - set(classes))
     if unknown:
         raise DataError(
             f"{root / 'test'}: class folder(s) {', '.join(unknown)} are not in "
             f"{root / 'train'}; the train split must have every class the test split has"
         )
-    index = {c: i for i, c in enumerate(classes)}
-    train = read_split(train_files, classes, index, transform, problems, cache)
-    test = read_split(test_files, classes, index, transform, test_problems, cache)
-    for p in train.problems + test.problems:
-        warnings.warn(str(p), DataWarning, stacklevel=2)
+
+
+def _check_trainable(train_dir: Path, train: Dataset) -> None:
+    """Raise a DataError unless the train split has images of at least two classes."""
     if len(train) == 0:
-        raise DataError(f"{root / 'train'}: no readable images; {LAYOUT}")
-    return Splits(root, transform, train, test)
+        raise DataError(f"{train_dir}: no readable images; {LAYOUT}")
+    present = [c for c, n in train.class_counts().items() if n]
+    if len(present) < 2:
+        raise DataError(
+            f"a classifier needs at least two classes; found only {present[0]} in {train_dir}"
+        )
+
+
+def _untested_classes(test_dir: Path, train: Dataset, test: Dataset) -> list[Problem]:
+    """A Problem for each class with train images but no readable test images."""
+    tested = test.class_counts()
+    return [
+        Problem(str(test_dir), f"no images of class {cls} (it is in train)")
+        for cls, n in train.class_counts().items()
+        if n and not tested[cls]
+    ]
+
+
+def _warn(problems: list[Problem]) -> None:
+    for p in problems:
+        warnings.warn(str(p), DataWarning, stacklevel=3)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable, else physical memory), None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(n_images: int, transform: Transform) -> None:
+    """Raise a DataError, before any decoding, when `n_images` would not fit in memory."""
+    available = available_memory()
+    needed = n_images * transform.channels * transform.size**2 * BYTES_PER_VALUE
+    if available is None or needed <= available:
+        return
+    fits = math.isqrt(available // max(1, n_images * transform.channels * BYTES_PER_VALUE))
+    advice = f"use a smaller --size (at most {fits})" if fits >= MIN_SIZE else "use fewer images"
+    raise DataError(
+        f"{n_images} images of {transform.channels}×{transform.size}×{transform.size} needs "
+        f"about {needed / 1e9:.2f} GB of memory (the stored images and the float32 copy training "
+        f"makes), but only {available / 1e9:.2f} GB is available; {advice}"
+    )
 
 
 def check_layout(root: Path) -> None:
@@ -186,7 +267,10 @@ def check_layout(root: Path) -> None:
 
 
 def scan_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, str]], list[Problem]]:
-    """Class names, (file, class) pairs and problems (empty classes) of one split folder."""
+    """Class names, (file, class) pairs and problems (empty classes, skipped files) of a split.
+
+    Files directly in the split folder belong to no class and are ignored (e.g. a README).
+    """
     classes = [d.name for d in _subdirs(split_dir)]
     if not classes:
         raise DataError(f"{split_dir}: no class folders; {LAYOUT}")
@@ -194,6 +278,7 @@ def scan_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, str]], list
     problems: list[Problem] = []
     for cls in classes:
         found = _image_files(split_dir / cls)
+        problems.extend(_skipped(split_dir / cls))
         if not found:
             problems.append(Problem(str(split_dir / cls), "empty class folder (no images)"))
         files.extend((f, cls) for f in found)
@@ -207,9 +292,10 @@ def read_split(
     transform: Transform,
     problems: list[Problem],
     cache: bool = True,
+    progress: bool = True,
 ) -> Dataset:
     """Decode the files of one split (or load them from the cache) into a Dataset."""
-    cache_file = cache_dir() / f"{cache_key(files, transform)}.pt" if cache else None
+    cache_file = cache_dir() / f"{cache_key(files, transform, classes)}.pt" if cache else None
     dataset = None
     if cache_file is not None and cache_file.exists():
         try:
@@ -217,7 +303,7 @@ def read_split(
         except Exception:  # a damaged cache file is rebuilt, never trusted
             cache_file.unlink(missing_ok=True)
     if dataset is None:
-        dataset = decode_files(files, classes, index, transform)
+        dataset = decode_files(files, classes, index, transform, progress)
         if cache_file is not None:
             _to_cache(dataset, cache_file)
     dataset.problems = problems + dataset.problems
@@ -229,10 +315,12 @@ def decode_files(
     classes: list[str],
     index: dict[str, int],
     transform: Transform,
+    progress: bool = True,
 ) -> Dataset:
     """Decode every file once; unreadable files are skipped and listed in `problems`."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(lambda f: _try_decode(f[0], transform), files))
+        results = pool.map(lambda f: _try_decode(f[0], transform), files)
+        decoded = list(_with_progress(results, len(files), progress))
     arrays, labels, paths, sources, problems = [], [], [], Counter(), []
     for (path, cls), result in zip(files, decoded, strict=True):
         if isinstance(result, str):
@@ -298,25 +386,46 @@ def cache_dir() -> Path:
     return cache_home() / "datasets"
 
 
-def cache_key(files: Iterable[tuple[Path, str]], transform: Transform) -> str:
-    """A hash of the file list, sizes, mtimes and the transform: any change makes a new key."""
-    h = hashlib.sha256(json.dumps([CACHE_FORMAT, transform.size, transform.channels]).encode())
+def cache_key(
+    files: Iterable[tuple[Path, str]], transform: Transform, classes: Sequence[str]
+) -> str:
+    """A hash of the files, sizes, mtimes, transform and class order: any change, a new key."""
+    header = [CACHE_FORMAT, transform.size, transform.channels, list(classes)]
+    h = hashlib.sha256(json.dumps(header).encode())
     for path, cls in files:
         st = path.stat()
         h.update(f"{path.resolve()}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
 
+def _with_progress(results: Iterable, total: int, enabled: bool) -> Iterator:
+    """Yield `results`; once that has taken over PROGRESS_AFTER_S, show a bar on stderr."""
+    start, bar, task = time.monotonic(), None, None
+    try:
+        for done, result in enumerate(results, 1):
+            yield result
+            if bar is None and enabled and time.monotonic() - start > PROGRESS_AFTER_S:
+                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+                bar = Progress(*columns, console=Console(stderr=True), transient=True)
+                bar.start()
+                task = bar.add_task("decoding images", total=total)
+            if bar is not None:
+                bar.update(task, completed=done)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
 def _try_decode(path: Path, transform: Transform) -> tuple[np.ndarray, str] | str:
     try:
         return decode_image(path, transform)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _stack(arrays: list[np.ndarray], transform: Transform) -> torch.Tensor:
     if not arrays:
-        return torch.zeros((0, transform.channels, transform.size, transform.size), torch.uint8)
+        return torch.zeros(0, transform.channels, transform.size, transform.size, dtype=torch.uint8)
     if all(a.dtype == np.uint8 for a in arrays):
         return torch.from_numpy(np.stack(arrays))
     unit = [a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a for a in arrays]
@@ -335,8 +444,28 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(
         f
         for f in folder.iterdir()
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f)
     )
+
+
+def _skipped(folder: Path) -> list[Problem]:
+    """A Problem for each visible entry of a class folder that is not an image file."""
+    supported = ", ".join(sorted(IMAGE_SUFFIXES))
+    problems = []
+    for entry in sorted(folder.iterdir()):
+        if _hidden(entry):
+            continue
+        if entry.is_dir():
+            problems.append(Problem(str(entry), "skipped, a folder inside a class folder"))
+        elif entry.suffix.lower() not in IMAGE_SUFFIXES:
+            kind = entry.suffix or "no file extension"
+            message = f"skipped, not a supported image type ({kind}); supported: {supported}"
+            problems.append(Problem(str(entry), message))
+    return problems
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
 
 
 def _to_cache(dataset: Dataset, cache_file: Path) -> None:
@@ -344,6 +473,7 @@ def _to_cache(dataset: Dataset, cache_file: Path) -> None:
     payload = {
         "images": dataset.images,
         "labels": dataset.labels,
+        "classes": dataset.classes,
         "paths": dataset.paths,
         "sources": dataset.sources,
         "problems": [[p.path, p.message] for p in dataset.problems],
@@ -355,6 +485,8 @@ def _to_cache(dataset: Dataset, cache_file: Path) -> None:
 
 def _from_cache(cache_file: Path, classes: list[str]) -> Dataset:
     payload = torch.load(cache_file, weights_only=True)
+    if payload["classes"] != classes:  # labels are indices into the classes they were made for
+        raise ValueError(f"{cache_file} was made for classes {payload['classes']}")
     return Dataset(
         images=payload["images"],
         labels=payload["labels"],
