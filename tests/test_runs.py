@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from bloodcells.data import load_dataset
-from bloodcells.errors import RunError
+from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.runs import load_run, resume_training, start_training, write_atomic
 from bloodcells.train import Callback, TrainConfig, evaluate
 
@@ -80,9 +84,26 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_numbers(easy_root,
 def test_resume_beyond_a_finished_run_continues_it(easy_root, tmp_path):
     run = start_training(load_dataset(easy_root), config(epochs=2), out=tmp_path)
     with pytest.raises(RunError, match="already has 2 epochs"):
-        resume_training(run.path)
+        resume_training(run.path, epochs=2)
     longer = resume_training(run.path, epochs=3)
     assert [e.epoch for e in longer.history.epochs] == [1, 2, 3]
+
+
+def test_resume_without_epochs_trains_to_the_runs_own_target(easy_root, tmp_path):
+    splits = load_dataset(easy_root)
+    with pytest.raises(KeyboardInterrupt):
+        start_training(splits, config(epochs=3), out=tmp_path / "r", callbacks=[InterruptAt(2, 1)])
+    (run_dir,) = (tmp_path / "r").iterdir()
+    assert len(load_run(run_dir).history) == 1
+    resumed = resume_training(run_dir)
+    assert [e.epoch for e in resumed.history.epochs] == [1, 2, 3]
+    assert resumed.metrics["status"] == "finished" and resumed.config.epochs == 3
+    with pytest.raises(RunError, match=r"finished.*pass epochs above 3"):
+        resume_training(run_dir)
+    with pytest.raises(TypeError):  # the run's own model, learning rate, seed: nothing else
+        resume_training(run_dir, epochs=4, lr=1.0)  # type: ignore[call-arg]
+    with pytest.raises(BloodcellsError, match="epochs must be at most"):
+        resume_training(run_dir, epochs=10**9)
 
 
 def test_files_are_replaced_atomically(tmp_path, monkeypatch):
@@ -128,3 +149,89 @@ def test_evaluating_on_data_with_other_classes_is_refused(easy_root, tmp_path):
     other = write_layout(tmp_path / "other", classes=("x", "y"), per_class=(2, 2))
     with pytest.raises(RunError, match="differ from the run's"):
         run.load_data(other)
+
+
+def test_a_run_whose_writer_was_killed_reads_as_interrupted(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    writer = run.metrics["writer"]
+    assert writer["pid"] == os.getpid() and writer["host"] == socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has any more (a kill -9 leaves the same)
+    metrics_file = run.path / "metrics.json"
+    saved = json.loads(metrics_file.read_text())
+    written = {**saved, "status": "running", "writer": {**writer, "pid": gone.pid}}
+    metrics_file.write_text(json.dumps(written))
+    assert load_run(run.path).metrics["status"] == "interrupted"
+    assert json.loads(metrics_file.read_text())["status"] == "running"  # only read, not changed
+    resumed = resume_training(run.path, epochs=2)
+    assert resumed.metrics["status"] == "finished"
+
+
+def test_a_running_writer_is_told_apart_from_a_reused_pid(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    metrics_file = run.path / "metrics.json"
+    saved = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**saved, "status": "running"}))
+    assert load_run(run.path).metrics["status"] == "running"  # this process: alive
+    if saved["writer"]["process_start"] is None:
+        pytest.skip("no /proc here: process start times are unknown")
+    reused = {**saved["writer"], "process_start": saved["writer"]["process_start"] - 1}
+    metrics_file.write_text(json.dumps({**saved, "status": "running", "writer": reused}))
+    assert load_run(run.path).metrics["status"] == "interrupted"
+
+
+def test_another_process_training_the_run_is_not_resumed_over(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        metrics_file = run.path / "metrics.json"
+        saved = json.loads(metrics_file.read_text())
+        writer = {"pid": other.pid, "host": socket.gethostname(), "process_start": None}
+        metrics_file.write_text(json.dumps({**saved, "status": "running", "writer": writer}))
+        with pytest.raises(RunError, match=f"process {other.pid} is training this run"):
+            resume_training(run.path, epochs=2)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_configs_older_versions_wrote_still_load(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1), out=tmp_path)
+    info = json.loads((run.path / "config.json").read_text())
+    old = {"seed": 2**40, "device": "mps", "batch_size": 100_000, "epochs": 20_000}
+    info["config"] |= old | {"options": {"head_dropout": 1.0}}
+    (run.path / "config.json").write_text(json.dumps(info))
+    loaded = load_run(run.path)
+    assert loaded.config.seed == 2**40 and loaded.config.options == {"head_dropout": 1.0}
+    assert loaded.config.with_epochs(30).epochs == 30 and loaded.config.seed == 2**40
+
+
+def test_a_config_with_an_unknown_model_or_field_is_a_damaged_run(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    info = json.loads((run.path / "config.json").read_text())
+    for config_ in ({**info["config"], "model": "gone"}, {**info["config"], "colour": 1}):
+        (run.path / "config.json").write_text(json.dumps({**info, "config": config_}))
+        with pytest.raises(RunError, match=r"config\.json: unreadable .*damaged"):
+            load_run(run.path)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"device": "mps"}, {"image_size": 4}, {"options": {"extra_fc": 4097}}],
+    ids=["device", "image-size", "option"],
+)
+def test_a_refused_config_or_model_leaves_no_run_folder(easy_root, tmp_path, bad):
+    splits = load_dataset(easy_root)
+    out = tmp_path / "runs"
+    with pytest.raises(BloodcellsError):  # ModelError is one
+        start_training(splits, config(**bad), out=out)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_missing_gpu_is_refused_before_any_run_folder(easy_root, tmp_path, monkeypatch):
+    splits = load_dataset(easy_root)
+    cfg = config(device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BloodcellsError, match="no CUDA GPU"):
+        start_training(splits, cfg, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
 
 from bloodcells.data import load_dataset
-from bloodcells.errors import TrainingDiverged
-from bloodcells.train import Callback, TrainConfig, evaluate, fit, make_model
+from bloodcells.errors import BloodcellsError, ModelError, TrainingDiverged, TrainingWarning
+from bloodcells.train import (
+    Callback,
+    TrainConfig,
+    check_device,
+    evaluate,
+    fit,
+    make_model,
+    select_device,
+)
 
 
 def train_easy(root, **overrides):
@@ -17,6 +28,7 @@ def train_easy(root, **overrides):
     return model, splits, fit(model, splits.train, splits.test, config)
 
 
+@pytest.mark.filterwarnings("error::bloodcells.errors.TrainingWarning")
 def test_advanced_cnn_learns_an_easy_set(easy_root):
     model, splits, history = train_easy(easy_root)
     assert len(history) == 3
@@ -53,7 +65,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_weights(easy_r
         def on_fit_end(self, state):
             history_seen.append((state.status, len(state.history)))
 
-    with pytest.raises(TrainingDiverged, match="kept the weights of epoch 1"):
+    with pytest.raises(TrainingDiverged, match="stopped: the run folder keeps epoch 1;"):
         fit(model, splits.train, splits.test, config, [PoisonAfterFirstEpoch(), Watch()])
     assert history_seen == [("diverged", 1)]
     for name, value in model.state_dict().items():
@@ -84,10 +96,105 @@ def test_callbacks_hear_every_batch_and_epoch(easy_root):
     assert [e for e in events if e[0] == "batch"][-1] == ("batch", 2, 8)
 
 
-def test_bad_config_values_are_input_errors():
-    from bloodcells.errors import BloodcellsError
+def test_a_loss_that_is_nan_in_the_first_epoch_says_nothing_was_kept(easy_root):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="advanced", epochs=2, lr=1e9)
+    with pytest.raises(TrainingDiverged, match="epoch 1; stopped: no epoch finished, so the run"):
+        fit(make_model(config, 3), splits.train, splits.test, config)
 
+
+def test_an_exploding_loss_warns_and_fit_prints_nothing(easy_root, capfd):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="simple", epochs=1, lr=1e9)
+    with pytest.warns(TrainingWarning, match="loss exploded in epoch 1") as caught:
+        history = fit(make_model(config, 3), splits.train, splits.test, config)
+    assert len(caught) == 1 and math.isfinite(history.last.train_loss)
+    assert history.last.train_loss > 10 * math.log(3)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_normal_training_does_not_warn(easy_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        train_easy(easy_root, model="simple", epochs=2)
+
+
+def test_bad_config_values_are_input_errors():
     with pytest.raises(BloodcellsError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
     with pytest.raises(BloodcellsError, match="unknown model"):
         TrainConfig(model="nope")
+
+
+BAD_CONFIGS = {
+    "head_dropout": {"options": {"head_dropout": 1.5}},
+    "head_dropout-1": {"options": {"head_dropout": 1.0}},
+    "head_dropout-negative": {"options": {"head_dropout": -0.1}},
+    "head_dropout-text": {"options": {"head_dropout": "x"}},
+    "extra_fc-negative": {"options": {"extra_fc": -1}},
+    "extra_fc-huge": {"options": {"extra_fc": 10**9}},
+    "extra_fc-fraction": {"options": {"extra_fc": 2.5}},
+    "bn2-text": {"options": {"bn2": "yes"}},
+    "option-of-another-model": {"model": "simple", "options": {"bn2": True}},
+    "options-not-a-dict": {"options": ["bn2"]},
+    "seed-negative": {"seed": -1},
+    "seed-over-32-bits": {"seed": 2**32},
+    "seed-huge": {"seed": 10**30},
+    "epochs-many": {"epochs": 10_001},
+    "epochs-fraction": {"epochs": 2.5},
+    "epochs-bool": {"epochs": True},
+    "batch_size-huge": {"batch_size": 65_537},
+    "image_size-small": {"image_size": 3},
+    "image_size-large": {"image_size": 513},
+    "channels": {"channels": 2},
+    "lr-zero": {"lr": 0},
+    "lr-nan": {"lr": float("nan")},
+    "lr-inf": {"lr": float("inf")},
+    "lr-text": {"lr": "fast"},
+    "device-mps": {"device": "mps"},
+    "device-meta": {"device": "meta"},
+    "device-xla": {"device": "xla"},
+    "device-garbage": {"device": "gpu please"},
+    "device-cuda-x": {"device": "cuda:x"},
+}
+
+
+@pytest.mark.parametrize("overrides", BAD_CONFIGS.values(), ids=BAD_CONFIGS)
+def test_every_bad_config_value_is_a_one_line_input_error(overrides):
+    with pytest.raises(BloodcellsError) as raised:
+        TrainConfig(**overrides)
+    assert "\n" not in str(raised.value)
+    if "options" in overrides:
+        assert isinstance(raised.value, ModelError)
+
+
+def test_the_edges_of_every_range_are_accepted():
+    TrainConfig(epochs=10_000, batch_size=65_536, seed=2**32 - 1, image_size=512, channels=3)
+    TrainConfig(image_size=4, lr=1e9, options={"head_dropout": 0.99, "extra_fc": 4096})
+    for device in (None, "", "cpu", "cuda", "cuda:0", "cuda:12"):
+        TrainConfig(device=device)  # a GPU is only needed when training starts
+
+
+def test_unsupported_devices_are_named_in_one_line():
+    with pytest.raises(
+        BloodcellsError, match=r"^unsupported device 'mps'; use cpu, cuda or cuda:N$"
+    ):
+        check_device("mps")
+    with pytest.raises(BloodcellsError, match="unsupported device 'meta'"):
+        select_device("meta")
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_a_gpu_that_is_not_there_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BloodcellsError, match="no CUDA GPU is available"):
+        check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BloodcellsError, match="has 1 CUDA GPU"):
+        check_device("cuda:1")
+
+
+def test_the_largest_seed_trains(easy_root):
+    _, _, history = train_easy(easy_root, model="simple", epochs=1, seed=2**32 - 1)
+    assert len(history) == 1

@@ -23,3 +23,7 @@ class TrainingDiverged(BloodcellsError):
 
 class DataWarning(UserWarning):
     """Something in a dataset was skipped or looks wrong, but loading went on."""
+
+
+class TrainingWarning(UserWarning):
+    """Training went on, but something looks wrong (a loss that exploded)."""

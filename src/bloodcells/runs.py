@@ -1,7 +1,8 @@
 """The run folder: config.json, history.csv, metrics.json and weights, written atomically.
 
-A run is written after every epoch (each file to a temporary name, then renamed), so a run
-killed mid-epoch keeps every finished epoch and `resume_training` continues it exactly.
+A run is written after every epoch as one unit (every file to a temporary name, then all
+renamed), so a run killed mid-epoch, or out of disk space, keeps every finished epoch and
+`resume_training` continues it exactly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import io
 import json
 import os
 import platform
+import re
+import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +25,7 @@ import torch
 from torch import nn
 
 from bloodcells.data import Splits, Transform, load_dataset
-from bloodcells.errors import RunError
+from bloodcells.errors import ModelError, RunError
 from bloodcells.metrics import classification_metrics
 from bloodcells.models import count_parameters
 from bloodcells.train import (
@@ -30,6 +34,7 @@ from bloodcells.train import (
     FitState,
     History,
     TrainConfig,
+    check_device,
     fit,
     make_model,
     make_optimizer,
@@ -69,8 +74,7 @@ class Run:
     def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """The trained model, in eval mode, with weights loaded safely (weights_only)."""
         model = make_model(self.config, len(self.classes))
-        state = torch.load(self.path / WEIGHTS, map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        load_state(model, load_torch(self.path / WEIGHTS, device), self.path / WEIGHTS)
         return model.to(device).eval()
 
     def load_data(self, root: str | Path | None = None) -> Splits:
@@ -104,15 +108,37 @@ def new_run_dir(out: str | Path, model: str) -> Path:
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` so that a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    write_together(path.parent, {path.name: data})
 
 
-def save_torch_atomic(obj, path: Path) -> None:
+def write_together(folder: Path, files: Mapping[str, bytes | str]) -> None:
+    """Write every file to a temporary name, then rename them into place in the given order.
+
+    Nothing is replaced until everything is written; whatever fails (a full disk), no
+    temporary file is left behind.
+    """
+    temps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            temps[name] = folder / f".{name}.tmp{os.getpid()}"
+            temps[name].write_bytes(data.encode() if isinstance(data, str) else data)
+        for name in files:
+            os.replace(temps[name], folder / name)
+            del temps[name]
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def torch_bytes(obj: object) -> bytes:
+    """What torch.save writes for `obj`."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_torch_atomic(obj: object, path: Path) -> None:
+    write_atomic(path, torch_bytes(obj))
 
 
 def versions() -> dict[str, str]:
@@ -143,8 +169,58 @@ class RunWriter(Callback):
         self.path = Path(path)
         self.data_root = str(Path(data_root).resolve()) if data_root is not None else None
         self.extra = extra or {}
+        self.writer: dict = {}  # who is writing the run, so a reader can tell it was killed
+        self.saved_epoch = 0  # the epoch the folder holds
 
     def on_fit_start(self, state: FitState) -> None:
+        self.writer = writer_identity()
+        self.saved_epoch = len(state.history)
+        try:
+            self._write_config(state)
+        except OSError as exc:
+            raise RunError(f"{self.path}: {os_reason(exc)} while saving {CONFIG}") from exc
+
+    def on_epoch_end(self, state: FitState) -> None:
+        # checkpoint.pt is renamed last: it is what resume_training continues from, so until
+        # it is in place the run resumes from the epoch before, and rewrites the other files.
+        files = {
+            WEIGHTS: torch_bytes(state.model.state_dict()),
+            HISTORY: history_csv(state.history),
+            METRICS: self._metrics_json(state),
+            CHECKPOINT: torch_bytes(
+                {
+                    "model": state.model.state_dict(),
+                    "optimizer": state.optimizer.state_dict(),
+                    "history": [asdict(e) for e in state.history.epochs],
+                }
+            ),
+        }
+        epoch = state.history.last.epoch
+        try:
+            write_together(self.path, files)
+        except OSError as exc:
+            kept = f"still holds epoch {epoch - 1}" if epoch > 1 else "holds no finished epoch"
+            raise RunError(
+                f"{self.path}: {os_reason(exc)} while saving epoch {epoch}; the run folder {kept}"
+            ) from exc
+        self.saved_epoch = epoch
+
+    def on_fit_end(self, state: FitState) -> None:
+        if not state.history.epochs or state.history.last.epoch != self.saved_epoch:
+            return  # metrics.json must describe the epoch saved; a failed save was reported
+        try:
+            write_atomic(self.path / METRICS, self._metrics_json(state))
+        except OSError as exc:
+            if state.status != "finished":
+                # Another error is on its way to the user already; metrics.json still says
+                # "running", which load_run reports as interrupted once this process ends.
+                return
+            raise RunError(
+                f"{self.path}: {os_reason(exc)} while saving {METRICS}; all "
+                f"{len(state.history)} epochs are saved, only the final status is not"
+            ) from exc
+
+    def _write_config(self, state: FitState) -> None:
         config_file = self.path / CONFIG
         if config_file.exists():  # a resumed run: keep its record, note the new target
             info = json.loads(config_file.read_text())
@@ -167,28 +243,8 @@ class RunWriter(Callback):
         }
         write_atomic(config_file, json.dumps(info, indent=2))
 
-    def on_epoch_end(self, state: FitState) -> None:
-        self._write_epoch(state)
-
-    def on_fit_end(self, state: FitState) -> None:
-        self._write_metrics(state)
-
-    def _write_epoch(self, state: FitState) -> None:
-        history = state.history
-        checkpoint = {
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "history": [asdict(e) for e in history.epochs],
-        }
-        save_torch_atomic(state.model.state_dict(), self.path / WEIGHTS)
-        save_torch_atomic(checkpoint, self.path / CHECKPOINT)
-        write_atomic(self.path / HISTORY, history_csv(history))
-        self._write_metrics(state)
-
-    def _write_metrics(self, state: FitState) -> None:
+    def _metrics_json(self, state: FitState) -> str:
         last = state.history.last
-        if last is None:
-            return
         metrics = {
             "epoch": last.epoch,
             "epochs": state.config.epochs,
@@ -197,8 +253,56 @@ class RunWriter(Callback):
             "train_loss": last.train_loss,
             "train_seconds": sum(state.history.column("seconds")),
             **metrics_from_confusion(last.confusion, state.classes),
+            "writer": self.writer,
         }
-        write_atomic(self.path / METRICS, json.dumps(metrics, indent=2))
+        return json.dumps(metrics, indent=2)
+
+
+def os_reason(exc: OSError) -> str:
+    """`exc` in a few lower-case words: "no space left on device", "permission denied"."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def writer_identity() -> dict:
+    """This process, as metrics.json records its writer: pid, host, start times."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "process_start": process_start(os.getpid()),
+    }
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc); None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_alive(writer: object) -> bool | None:
+    """Whether the process in a metrics.json "writer" still runs: True, False, None (unknown)."""
+    if not isinstance(writer, dict) or writer.get("host") != socket.gethostname():
+        return None
+    pid = writer.get("pid")
+    if os.name != "posix" or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None  # (on Windows, os.kill would end the process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, but another user's
+    except OSError:
+        return None
+    started = writer.get("process_start")
+    now = process_start(pid)
+    if started is None or now is None:
+        return True
+    return now == started  # another start time: the pid was reused by a new process
 
 
 def history_csv(history: History) -> str:
@@ -211,28 +315,90 @@ def history_csv(history: History) -> str:
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run folder back; a RunError names what is missing."""
+    """Read a run folder back; a RunError names what is missing or damaged.
+
+    A run whose metrics.json says "running" while its writer is gone (killed) is reported as
+    "interrupted" in Run.metrics; the file itself is left as it is.
+    """
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise RunError(f"{path}: not a run folder (no {CONFIG}); runs are made by bloodcells train")
     try:
         info = json.loads((path / CONFIG).read_text())
-        config = TrainConfig(**info["config"])
+        config = TrainConfig.from_saved(info["config"])
         classes = list(info["classes"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise RunError(f"{path / CONFIG}: unreadable ({exc})") from None
+    except (ValueError, OSError, KeyError, TypeError, ModelError) as exc:
+        raise damaged(path / CONFIG, summary(exc)) from exc
     if not (path / WEIGHTS).is_file():
         raise RunError(f"{path}: no finished epoch yet (no {WEIGHTS})")
-    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
+    metrics = _read_metrics(path / METRICS)
     return Run(path, config, classes, info.get("data_root"), _read_history(path), metrics, info)
 
 
+def _read_metrics(file: Path) -> dict:
+    if not file.is_file():
+        return {}
+    try:
+        metrics = json.loads(file.read_text())
+    except (ValueError, OSError) as exc:
+        raise damaged(file, summary(exc)) from exc
+    if not isinstance(metrics, dict):
+        raise damaged(file, "not a JSON object")
+    if metrics.get("status") == "running" and writer_alive(metrics.get("writer")) is False:
+        return metrics | {"status": "interrupted"}
+    return metrics
+
+
 def _read_history(path: Path) -> History:
-    checkpoint = path / CHECKPOINT
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]
+    if not (path / CHECKPOINT).is_file():
+        return History()
+    saved = read_checkpoint(path / CHECKPOINT)["history"]
+    try:
         return History([EpochResult(**e) for e in saved])
-    return History()
+    except TypeError as exc:
+        raise damaged(path / CHECKPOINT, summary(exc)) from exc
+
+
+def damaged(file: Path, reason: str) -> RunError:
+    return RunError(f"{file}: unreadable ({reason}); the run folder is damaged")
+
+
+def summary(exc: BaseException) -> str:
+    """The gist of `exc` in one short line: its type and first sentence."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return os_reason(exc)
+    lines = str(exc).strip().splitlines()
+    first = re.split(r"(?<=\.)\s", lines[0])[0] if lines else ""
+    if len(first) > 100:
+        first = first[:97] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_torch(file: Path, device: str | torch.device = "cpu") -> object:
+    """torch.load of a run file (weights_only); a RunError naming it when it is damaged."""
+    try:
+        return torch.load(file, map_location=device, weights_only=True)
+    except Exception as exc:  # a damaged file raises whatever the zip reader or unpickler hits
+        raise damaged(file, summary(exc)) from exc
+
+
+def read_checkpoint(file: Path, device: str | torch.device = "cpu") -> dict:
+    """checkpoint.pt: the model's and optimizer's state and the history, all three checked."""
+    checkpoint = load_torch(file, device)
+    if not isinstance(checkpoint, dict) or not {"model", "optimizer", "history"} <= set(checkpoint):
+        raise damaged(file, "not a checkpoint: no model, optimizer and history")
+    if not isinstance(checkpoint["history"], list):
+        raise damaged(file, "its history is not a list")
+    return checkpoint
+
+
+def load_state(target: nn.Module | torch.optim.Optimizer, state: object, file: Path) -> None:
+    """target.load_state_dict(state); a RunError naming `file` when the state does not fit."""
+    try:
+        target.load_state_dict(state)
+    except Exception as exc:  # RuntimeError, KeyError, ValueError, TypeError: the state is wrong
+        what = "optimizer" if isinstance(target, torch.optim.Optimizer) else "model"
+        raise damaged(file, f"does not fit the run's {what}: {summary(exc)}") from exc
 
 
 def start_training(
@@ -243,8 +409,9 @@ def start_training(
     run_dir: Path | None = None,
 ) -> Run:
     """Train a new model on `splits` into a new run folder under `out`; return the run."""
-    run_dir = run_dir or new_run_dir(out, config.model)
+    check_device(config.device)  # the config checked itself when made; nothing is created yet
     model = make_model(config, len(splits.classes))
+    run_dir = run_dir or new_run_dir(out, config.model)
     writer = RunWriter(run_dir, splits.root)
     fit(model, splits.train, splits.test, config, [writer, *callbacks])
     return load_run(run_dir)
@@ -256,25 +423,44 @@ def resume_training(
     callbacks: list[Callback] | tuple = (),
     data_root: str | Path | None = None,
 ) -> Run:
-    """Continue a run from its last finished epoch up to `epochs` (default: its own target)."""
+    """Continue a run from its last finished epoch up to `epochs` (default: its own target).
+
+    Everything else (model, learning rate, seed, batch size, device) is the run's own.
+    """
     run = load_run(run_dir)
-    config = run.config
-    if epochs is not None:
-        config.epochs = epochs
-    if len(run.history) >= config.epochs:
-        raise RunError(
-            f"{run.path}: already has {len(run.history)} epochs; pass --epochs above that"
-        )
-    splits = run.load_data(data_root)
+    config = run.config if epochs is None else run.config.with_epochs(epochs)
+    _check_resumable(run, config, epochs)
     device = select_device(config.device)
-    checkpoint = torch.load(run.path / CHECKPOINT, map_location=device, weights_only=True)
+    splits = run.load_data(data_root)
+    checkpoint = read_checkpoint(run.path / CHECKPOINT, device)
     model = make_model(config, len(run.classes)).to(device)
-    model.load_state_dict(checkpoint["model"])
+    load_state(model, checkpoint["model"], run.path / CHECKPOINT)
     optimizer = make_optimizer(model, config)  # after .to(device): its state follows the params
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    load_state(optimizer, checkpoint["optimizer"], run.path / CHECKPOINT)
     writer = RunWriter(run.path, splits.root)
     fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, run.history)
     return load_run(run.path)
+
+
+def _check_resumable(run: Run, config: TrainConfig, epochs: int | None) -> None:
+    """A RunError when there is nothing to resume, or another process is training the run."""
+    done = len(run.history)
+    if done >= config.epochs and epochs is None:
+        raise RunError(
+            f"{run.path}: the run is finished: it already has {done} epochs; "
+            f"to train it further, pass epochs above {done} (--epochs)"
+        )
+    if done >= config.epochs:
+        raise RunError(f"{run.path}: already has {done} epochs; pass epochs above {done}")
+    if not (run.path / CHECKPOINT).is_file():
+        raise RunError(f"{run.path}: no {CHECKPOINT} to resume from; start a new run")
+    writer = run.metrics.get("writer")
+    alive = run.metrics.get("status") == "running" and writer_alive(writer)
+    if alive and writer["pid"] != os.getpid():
+        raise RunError(
+            f"{run.path}: process {writer['pid']} is training this run right now; "
+            "wait for it or stop it first"
+        )
 
 
 def evaluate_run(run: Run, data_root: str | Path | None = None, device: str | None = None) -> dict:
