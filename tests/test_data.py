@@ -98,7 +98,7 @@ def test_reads_jpeg_bmp_and_16_bit_tiff_gray_and_rgb_of_odd_sizes(tmp_path):
 def test_second_load_comes_from_the_cache(easy_root, monkeypatch):
     load_dataset(easy_root)
     assert list(cache_dir().glob("*.pt"))
-    import bloodcells.data as data
+    import bloodcells.data.folders as data
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite an unchanged folder")
@@ -223,7 +223,7 @@ def test_cache_labels_follow_a_class_folder_added_later(tmp_path, with_images):
 
 
 def test_a_cache_file_for_other_classes_is_not_trusted(tmp_path, monkeypatch):
-    import bloodcells.data as data
+    import bloodcells.data.folders as data
 
     write_layout(tmp_path, per_class=(3, 3))
     load_dataset(tmp_path)
@@ -289,7 +289,7 @@ def test_image_size_is_bounded(size):
 
 
 def test_too_little_memory_is_an_error_before_decoding(easy_root, monkeypatch):
-    import bloodcells.data as data
+    import bloodcells.data.folders as data
 
     monkeypatch.setattr(data, "available_memory", lambda: 10_000_000)
     monkeypatch.setattr(data, "decode_files", lambda *a, **k: pytest.fail("decoded anyway"))
@@ -299,7 +299,7 @@ def test_too_little_memory_is_an_error_before_decoding(easy_root, monkeypatch):
 
 
 def test_memory_check_is_skipped_when_memory_is_unknown(monkeypatch):
-    import bloodcells.data as data
+    import bloodcells.data.folders as data
 
     monkeypatch.setattr(data, "available_memory", lambda: None)
     data.check_memory(10**9, Transform(size=512, channels=3))
@@ -308,7 +308,7 @@ def test_memory_check_is_skipped_when_memory_is_unknown(monkeypatch):
 
 
 def test_available_memory_is_a_positive_number_here():
-    from bloodcells.data import available_memory
+    from bloodcells.data.folders import available_memory
 
     memory = available_memory()
     assert memory is None or memory > 0
@@ -368,7 +368,7 @@ class FakeProgress:
 
 @pytest.fixture
 def fake_progress(monkeypatch):
-    import bloodcells.data as data
+    import bloodcells.data.folders as data
 
     FakeProgress.made = []
     monkeypatch.setattr(data, "Progress", FakeProgress)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import pytest
 from PIL import Image
 
-from bloodcells.synthetic import SYNTHETIC_NOTICE
+from bloodcells.data.synthetic import SYNTHETIC_NOTICE
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcells.synthetic import (
+from bloodcells.data.synthetic import (
     CLASSES,
     SYNTHETIC_NOTICE,
     SynthConfig,
@@ -16,6 +16,7 @@ from bloodcells.synthetic import (
     render_cells,
     write_demo_set,
 )
+from bloodcells.errors import DataError
 
 SMALL = SynthConfig(per_class=6, test_per_class=3, seed=0)
 N_STATS = 200  # cells per class for the class-difference statistics
@@ -117,7 +118,7 @@ def test_render_shape_dtype_and_size() -> None:
 
 
 def test_render_rejects_unknown_class() -> None:
-    with pytest.raises(ValueError, match="basophil"):
+    with pytest.raises(DataError, match="basophil"):
         render_cells("basophil", 1, np.random.default_rng(0))
 
 
@@ -206,14 +207,14 @@ def test_write_demo_set_refuses_non_empty_dest(tmp_path) -> None:
     dest = tmp_path / "mine"
     dest.mkdir()
     (dest / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="mine"):
+    with pytest.raises(DataError, match="mine"):
         write_demo_set(dest, SMALL)
     assert [p.name for p in dest.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch) -> None:
-    import bloodcells.synthetic as synthetic
+    import bloodcells.data.synthetic as synthetic
 
     def write_then_fail(root, data) -> None:
         (root / "train").mkdir()

@@ -32,7 +32,7 @@ from torch import nn
 
 from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
-from bloodcells.figures import WRONG, image_axes, label_row, random_indices, show_image
+from bloodcells.figures import WRONG, check_count, image_axes, label_row, show_image
 from bloodcells.train import evaluate
 
 METHODS: dict[str, type] = {
@@ -164,7 +164,7 @@ def gradcam_grid(
     if target not in TARGETS:
         raise BloodcellsError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     get_method(method)
-    indices = random_indices(len(dataset), n, seed)
+    indices = dataset.random_indices(check_count(n), seed)
     picked = dataset.subset(indices)
     predictions = evaluate(model, picked, device).predictions.tolist()
     labels = picked.labels.tolist()

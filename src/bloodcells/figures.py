@@ -19,18 +19,19 @@ from torch import nn
 
 from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
+from bloodcells.files import write_atomic
 from bloodcells.train import Evaluation, evaluate
 
 WRONG = "tab:red"
 DPI = 150
+MAX_IMAGES = 64  # per figure: more is unreadable, and costs minutes and gigabytes
 
 
-def random_indices(size: int, n: int, seed: int = 0) -> list[int]:
-    """Up to `n` distinct indices below `size`, drawn by a generator seeded with `seed`."""
-    if size == 0:
-        raise BloodcellsError("the dataset has no images to show")
-    rng = np.random.default_rng(seed)
-    return rng.choice(size, size=min(n, size), replace=False).tolist()
+def check_count(n: int, what: str = "images", limit: int = MAX_IMAGES) -> int:
+    """`n` if it is a count a figure can show, else a one-line error."""
+    if not 1 <= n <= limit:
+        raise BloodcellsError(f"{what} must be between 1 and {limit} for one figure, not {n}")
+    return n
 
 
 def display_image(image: torch.Tensor) -> np.ndarray:
@@ -70,6 +71,8 @@ def image_axes(rows: int, cols: int, cell: float = 1.6, extra: float = 0.0) -> t
 def sample_grid(dataset: Dataset, per_class: int = 8, seed: int = 0) -> Figure:
     """Random images of each class, a row per class: check that the loader delivers our data."""
     counts = dataset.class_counts()
+    check_count(per_class, "images per class", limit=32)
+    per_class = min(per_class, max(counts.values()))
     fig, axes = image_axes(len(dataset.classes), per_class, cell=1.1)
     rng = np.random.default_rng(seed)
     for k, (row, cls) in enumerate(zip(axes, dataset.classes, strict=True)):
@@ -100,7 +103,7 @@ def prediction_grid(
     model: nn.Module, dataset: Dataset, n: int = 16, seed: int = 0, device: str = "cpu"
 ) -> Figure:
     """A random batch with true class, prediction and its probability; mistakes framed in red."""
-    picked = dataset.subset(random_indices(len(dataset), n, seed))
+    picked = dataset.subset(dataset.random_indices(check_count(n), seed))
     result = evaluate(model, picked, device)
     cols = min(len(picked), 8)  # a row of the lab's batch size
     rows = math.ceil(len(picked) / cols)
@@ -125,6 +128,7 @@ def titled_image(ax: Axes, dataset: Dataset, index: int, title: str, wrong: bool
 
 def rank_losses(evaluation: Evaluation, dataset: Dataset, n: int = 9) -> list[dict]:
     """The `n` images with the highest cross-entropy loss in `evaluation`, highest first."""
+    check_count(n)
     probabilities, labels = evaluation.probabilities, evaluation.labels
     tiny = torch.finfo(probabilities.dtype).tiny
     losses = -probabilities.gather(1, labels[:, None]).squeeze(1).clamp_min(tiny).log()
@@ -175,10 +179,12 @@ def top_losses_figure(
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` to `path` (format from the suffix), making parent folders; returns the path."""
+    """Write `fig` to `path` as one unit (format from the suffix, e.g. .png); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -6,6 +6,7 @@ built-in synthetic demo set (generated once into the user cache) and says so eve
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -13,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bloodcells.data import Splits, Transform, cache_home, load_dataset
+from bloodcells.data import Splits, Transform, load_dataset
+from bloodcells.data.synthetic import SynthConfig, ensure_demo_set
 from bloodcells.errors import BloodcellsError
 from bloodcells.models import MODELS, get_spec
 from bloodcells.runs import Run, new_run_dir, start_training, versions
-from bloodcells.synthetic import SynthConfig
 from bloodcells.train import Callback, TrainConfig, select_device
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 LAB_MODELS = ("simple", "advanced", "vgg16")
 LAB_EPOCHS = 5  # the lab's setting, used as is on a GPU
-DEMO_VERSION = 1  # bump when the demo generator changes, so the cached set is made anew
+MAX_EPOCHS = 1000
 
 
 @dataclass
@@ -45,6 +46,10 @@ class LabConfig:
     cams: int = 6
     demo: SynthConfig = field(default_factory=SynthConfig)  # used when data is None
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and not 1 <= self.epochs <= MAX_EPOCHS:
+            raise BloodcellsError(f"epochs must be between 1 and {MAX_EPOCHS}, not {self.epochs}")
 
 
 @dataclass
@@ -66,22 +71,9 @@ def check_models(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-def ensure_demo_set(demo: SynthConfig, say: Callable[[str], None] = print) -> Path:
-    """The synthetic demo set in the cache folder, generated on first use."""
-    from bloodcells.synthetic import write_demo_set
-
-    name = f"demo-v{DEMO_VERSION}-{demo.per_class}-{demo.test_per_class}-seed{demo.seed}"
-    root = cache_home() / name
-    if not (root / "train").is_dir():
-        say(f"generating the synthetic demo set into {root} (once)")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        write_demo_set(root, demo)
-    return root
-
-
 def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int | None, str]:
     """The training config for one model, its train subset per class (None: all) and a note."""
-    epochs = config.epochs or LAB_EPOCHS
+    epochs = config.epochs if config.epochs is not None else LAB_EPOCHS
     spec = get_spec(model)
     train = TrainConfig(
         model=model, epochs=epochs, seed=config.seed, device=config.device, channels=spec.channels
@@ -97,20 +89,6 @@ def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int 
     return train, None, ""
 
 
-def train_subset(splits: Splits, per_class: int, seed: int) -> Splits:
-    """The same splits with at most `per_class` training images of each class (seeded)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    labels = splits.train.labels
-    keep = []
-    for k in range(len(splits.classes)):
-        idx = torch.nonzero(labels == k).flatten()
-        keep.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
-    index = torch.cat(keep).sort().values
-    return Splits(splits.root, splits.transform, splits.train.subset(index), splits.test)
-
-
 def run_lab(
     config: LabConfig,
     callbacks_for: Callable[[str], list[Callback]] = lambda name: [],
@@ -121,9 +99,10 @@ def run_lab(
     from bloodcells.report import LabReport
 
     models = check_models(config.models)
+    device = select_device(config.device)
+    plans = {name: plan(config, name, device.type == "cuda") for name in models}  # checks seed
     synthetic = config.data is None
     root = ensure_demo_set(config.demo, say) if synthetic else Path(config.data)
-    device = select_device(config.device)
     gray = load_dataset(root, Transform(32, 1))  # the data layer's errors come before training
     lab_dir = new_run_dir(config.out, "lab")
     report = LabReport(
@@ -131,7 +110,7 @@ def run_lab(
         title="CNN Lab 1: classification of human blood cells",
         synthetic=synthetic,
         meta={
-            "command": " ".join(["bloodcells", *sys.argv[1:]]) if sys.argv else "",
+            "command": shlex.join(["bloodcells", *sys.argv[1:]]),
             "data": str(root),
             "seed": config.seed,
             "device": str(device),
@@ -139,7 +118,7 @@ def run_lab(
         },
     )
     if synthetic:
-        from bloodcells.synthetic import SYNTHETIC_NOTICE
+        from bloodcells.data.synthetic import SYNTHETIC_NOTICE
 
         say(SYNTHETIC_NOTICE)
     report.set_dataset(gray.summary(), figures.figure_png(figures.sample_grid(gray.train)))
@@ -147,11 +126,10 @@ def run_lab(
     say(f"report (updates while training): {report.path}")
 
     runs: dict[str, Run] = {}
-    for name in models:
-        train_config, per_class, note = plan(config, name, device.type == "cuda")
+    for name, (train_config, per_class, note) in plans.items():
         splits = gray if train_config.channels == 1 else load_dataset(root, Transform(32, 3))
         if per_class is not None:
-            splits = train_subset(splits, per_class, config.seed)
+            splits = splits.train_subset(per_class, config.seed)
         if note:
             say(note)
             report.add_note(note)

@@ -14,12 +14,16 @@ import itertools
 import math
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from bloodcells.data.cache import cache_home
+from bloodcells.errors import DataError
 
 CLASSES: tuple[str, ...] = ("B", "T", "eosinophil", "monocyte", "neutrophil")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -30,6 +34,8 @@ REFERENCE_SIZE = 32
 # Render this many times finer than the output, then box-downsample for smooth edges.
 SUPERSAMPLE = 4
 
+DEMO_VERSION = 1  # bump when the generator changes, so the cached demo set is made anew
+MAX_PER_CLASS = 100_000  # 500,000 PNGs in all; more is a typo, not a demo set
 FULL_TURN = (0.0, 2.0 * math.pi)
 Range = tuple[float, float]
 """A (low, high) uniform range, or a (mean, sd) normal for fields named *_mean_sd."""
@@ -43,6 +49,16 @@ class SynthConfig:
     test_per_class: int = 100
     seed: int = 0
     size: int = 32
+
+    def __post_init__(self) -> None:
+        for name, value, low, high in (
+            ("per-class", self.per_class, 1, MAX_PER_CLASS),
+            ("test-per-class", self.test_per_class, 1, MAX_PER_CLASS),
+            ("seed", self.seed, 0, 2**32 - 1),
+            ("size", self.size, 8, 256),
+        ):
+            if not low <= value <= high:
+                raise DataError(f"{name} must be between {low} and {high}, not {value}")
 
 
 @dataclass(frozen=True)
@@ -364,7 +380,7 @@ def _render_one(
 def render_cells(cls: str, n: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """Render n synthetic patches of class cls as a (n, size, size) uint8 array."""
     if cls not in CELL_CLASSES:
-        raise ValueError(f"unknown class {cls!r}; expected one of {', '.join(CLASSES)}")
+        raise DataError(f"unknown class {cls!r}; expected one of {', '.join(CLASSES)}")
     fine, coarse = _grid(size * SUPERSAMPLE), _grid(size)
     out = np.empty((n, size, size), dtype=np.uint8)
     for i in range(n):
@@ -413,9 +429,7 @@ def _write_pngs(root: Path, data: dict[str, dict[str, np.ndarray]]) -> None:
 def _check_free(dest: Path) -> None:
     """Refuse a dest that already holds something."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise FileExistsError(
-            f"refusing to write the demo set: {dest} exists and is not an empty folder"
-        )
+        raise DataError(f"refusing to write the demo set: {dest} exists and is not an empty folder")
 
 
 def write_demo_set(dest: Path | str, config: SynthConfig = SynthConfig()) -> Path:
@@ -438,3 +452,13 @@ def write_demo_set(dest: Path | str, config: SynthConfig = SynthConfig()) -> Pat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def ensure_demo_set(demo: SynthConfig, say: Callable[[str], None] = print) -> Path:
+    """The synthetic demo set in the cache folder, generated on first use."""
+    name = f"demo-v{DEMO_VERSION}-{demo.per_class}-{demo.test_per_class}-seed{demo.seed}"
+    root = cache_home() / (name if demo.size == REFERENCE_SIZE else f"{name}-size{demo.size}")
+    if not (root / "train").is_dir():
+        say(f"generating the synthetic demo set into {root} (once)")
+        write_demo_set(root, demo)
+    return root

@@ -1,4 +1,4 @@
-"""Image folders in the lab's layout, decoded once into tensors, cached on disk.
+"""Image folders in the lab's layout, decoded once into a Dataset per split, cached on disk.
 
 ROOT/train/<class>/* and ROOT/test/<class>/*; classes are the sorted folder names of train.
 Each image becomes a uint8 (or, for 16-bit sources, float16 in [0, 1]) tensor of shape C×H×W
@@ -10,16 +10,13 @@ test images are listed as Problems (and warned about); only hidden files are ign
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,132 +25,19 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from bloodcells.data.cache import cache_dir, cache_key, load_cached, save_cached
+from bloodcells.data.dataset import MIN_SIZE, Dataset, Problem, Splits, Transform
 from bloodcells.errors import DataError, DataWarning
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")
 LAYOUT = "expected ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
-CACHE_FORMAT = 2  # bump when the cached tensors change meaning
-EPS = 1e-6  # the lab's samplewise_standardize epsilon
-MIN_SIZE, MAX_SIZE = 4, 512
 # Training makes a float32 standardized copy of the stored uint8 images: 1 + 4 bytes per value.
 BYTES_PER_VALUE = 5
 PROGRESS_AFTER_S = 1.0  # decoding that is over sooner shows no progress bar
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' hidden bookkeeping files
 # UnidentifiedImageError is an OSError; PIL's pixel limit stays on and a bomb is skipped
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-@dataclass(frozen=True)
-class Transform:
-    """The lab's image transform: colour mode and square size (scaling/standardizing is fixed)."""
-
-    size: int = 32
-    channels: int = 1  # 1: grayscale (PIL "L"), 3: RGB
-
-    def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise DataError(f"image size must be {MIN_SIZE} to {MAX_SIZE} pixels, not {self.size}")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something found while reading a dataset: skipped files, empty classes."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@dataclass
-class Dataset:
-    """One split as tensors: images N×C×H×W, labels N, and where each image came from."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    paths: list[str]
-    sources: dict[str, int] = field(default_factory=dict)  # "mode WxH" -> count
-    problems: list[Problem] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def to(self, device: torch.device | str) -> Dataset:
-        """The same dataset with images and labels on `device`."""
-        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
-
-    def subset(self, index: torch.Tensor | list[int]) -> Dataset:
-        """The images at `index`, in that order."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        return replace(
-            self,
-            images=self.images[index.to(self.images.device)],
-            labels=self.labels[index.to(self.labels.device)],
-            paths=[self.paths[i] for i in index.tolist()],
-        )
-
-    def standardized(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
-        """Float32 images (all, or those at `index`) after the lab's per-image standardization."""
-        images = self.images if index is None else self.images[index]
-        return standardize(to_unit(images))
-
-    def class_counts(self) -> dict[str, int]:
-        counts = torch.bincount(self.labels.cpu(), minlength=len(self.classes)).tolist()
-        return dict(zip(self.classes, counts, strict=True))
-
-
-@dataclass
-class Splits:
-    """A dataset root read in the lab's layout: the train and test splits, one class mapping."""
-
-    root: Path
-    transform: Transform
-    train: Dataset
-    test: Dataset
-
-    @property
-    def classes(self) -> list[str]:
-        return self.train.classes
-
-    @property
-    def problems(self) -> list[Problem]:
-        return self.train.problems + self.test.problems
-
-    def summary(self) -> dict:
-        """Classes, counts per class and split, image sizes and modes seen, problems found."""
-        return {
-            "root": str(self.root),
-            "classes": self.classes,
-            "class_to_idx": {c: i for i, c in enumerate(self.classes)},
-            "counts": {"train": self.train.class_counts(), "test": self.test.class_counts()},
-            "sources": {"train": self.train.sources, "test": self.test.sources},
-            "transform": {"size": self.transform.size, "channels": self.transform.channels},
-            "problems": [str(p) for p in self.problems],
-        }
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """Stored images as float32 in [0, 1] (what ToTensor gives)."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    return images.float()
-
-
-def standardize(x: torch.Tensor) -> torch.Tensor:
-    """The lab's per-image standardization, (x - mean) / (std + 1e-6), over each C×H×W image."""
-    dims = tuple(range(1, x.dim()))
-    mean = x.mean(dim=dims, keepdim=True)
-    std = x.std(dim=dims, keepdim=True)  # unbiased, as torch.Tensor.std() in the lab
-    return (x - mean) / (std + EPS)
 
 
 def load_dataset(
@@ -296,16 +180,11 @@ def read_split(
 ) -> Dataset:
     """Decode the files of one split (or load them from the cache) into a Dataset."""
     cache_file = cache_dir() / f"{cache_key(files, transform, classes)}.pt" if cache else None
-    dataset = None
-    if cache_file is not None and cache_file.exists():
-        try:
-            dataset = _from_cache(cache_file, classes)
-        except Exception:  # a damaged cache file is rebuilt, never trusted
-            cache_file.unlink(missing_ok=True)
+    dataset = load_cached(cache_file, classes) if cache_file is not None else None
     if dataset is None:
         dataset = decode_files(files, classes, index, transform, progress)
         if cache_file is not None:
-            _to_cache(dataset, cache_file)
+            save_cached(dataset, cache_file)
     dataset.problems = problems + dataset.problems
     return dataset
 
@@ -369,33 +248,6 @@ def _high_bit_depth(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
     if resized.size != size:
         resized = resized.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
-
-
-def cache_home() -> Path:
-    """bloodcells' cache folder: $BLOODCELLS_CACHE, else the user's cache folder."""
-    env = os.environ.get("BLOODCELLS_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("bloodcells"))
-
-
-def cache_dir() -> Path:
-    """Where decoded datasets are cached."""
-    return cache_home() / "datasets"
-
-
-def cache_key(
-    files: Iterable[tuple[Path, str]], transform: Transform, classes: Sequence[str]
-) -> str:
-    """A hash of the files, sizes, mtimes, transform and class order: any change, a new key."""
-    header = [CACHE_FORMAT, transform.size, transform.channels, list(classes)]
-    h = hashlib.sha256(json.dumps(header).encode())
-    for path, cls in files:
-        st = path.stat()
-        h.update(f"{path.resolve()}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:32]
 
 
 def _with_progress(results: Iterable, total: int, enabled: bool) -> Iterator:
@@ -466,32 +318,3 @@ def _skipped(folder: Path) -> list[Problem]:
 
 def _hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
-
-
-def _to_cache(dataset: Dataset, cache_file: Path) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "images": dataset.images,
-        "labels": dataset.labels,
-        "classes": dataset.classes,
-        "paths": dataset.paths,
-        "sources": dataset.sources,
-        "problems": [[p.path, p.message] for p in dataset.problems],
-    }
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, cache_file)
-
-
-def _from_cache(cache_file: Path, classes: list[str]) -> Dataset:
-    payload = torch.load(cache_file, weights_only=True)
-    if payload["classes"] != classes:  # labels are indices into the classes they were made for
-        raise ValueError(f"{cache_file} was made for classes {payload['classes']}")
-    return Dataset(
-        images=payload["images"],
-        labels=payload["labels"],
-        classes=list(classes),
-        paths=list(payload["paths"]),
-        sources=dict(payload["sources"]),
-        problems=[Problem(path, message) for path, message in payload["problems"]],
-    )
