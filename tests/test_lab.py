@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
+from html import escape
+
 import pytest
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
+from bloodcells.data.synthetic import SynthConfig
+from bloodcells.errors import BloodcellsError
 from bloodcells.lab import LabConfig, run_lab
-from bloodcells.synthetic import SynthConfig
 
 runner = CliRunner()
 
@@ -75,3 +79,19 @@ def test_bad_lab_input_fails_before_training(args, message, tmp_path):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_reproduce_command_quotes_paths_for_a_shell(easy_root, tmp_path, monkeypatch):
+    odd = tmp_path / "my data ;$(rm x)"
+    easy_root.rename(odd)
+    argv = ["bloodcells", "lab", "--data", str(odd), "--models", "simple", "--epochs", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    config = LabConfig(data=odd, models=("simple",), epochs=1, out=tmp_path / "runs")
+    html = run_lab(config, say=lambda text: None).report.read_text()
+    quoted = shlex.join(argv)
+    assert escape(quoted) in html and shlex.split(quoted) == argv
+
+
+def test_lab_epochs_zero_is_refused_not_read_as_the_default():
+    with pytest.raises(BloodcellsError, match="epochs must be between 1"):
+        LabConfig(epochs=0)

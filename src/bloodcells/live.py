@@ -34,6 +34,8 @@ class TerminalProgress(Callback):
         self.console.print(self._row([name for name, _ in COLUMNS], header=True))
 
     def on_batch_end(self, state: FitState) -> None:
+        if not self.console.is_terminal:  # in a log, a bar would leave a blank line per epoch
+            return
         if self.progress is None:
             self.progress = Progress(
                 TextColumn(f"{self.label} epoch {state.epoch}/{state.config.epochs}"),

@@ -72,8 +72,16 @@ def count_parameters(model: nn.Module) -> int:
 
 def flat_features(layers: nn.Module, in_channels: int, image_size: int) -> int:
     """How many features `layers` produce for one image: derived, never hard-coded."""
-    with torch.no_grad():
-        out = layers(torch.zeros(1, in_channels, image_size, image_size))
+    try:
+        with torch.no_grad():
+            out = layers(torch.zeros(1, in_channels, image_size, image_size))
+    except (RuntimeError, ValueError):  # a kernel or BatchNorm with too little image left
+        out = None
+    if out is None or out.numel() == 0:
+        raise ModelError(
+            f"{image_size}×{image_size} images are too small for this model's layers; "
+            "use a larger --size (the lab uses 32)"
+        )
     return out.numel()
 
 
