@@ -10,7 +10,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from bloodcells.cli import _one_line, app
+from bloodcells.cli import app
+from bloodcells.cli.base import one_line
 from bloodcells.runs import start_training
 from bloodcells.train import Callback, TrainConfig
 from tests.conftest import write_layout
@@ -146,7 +147,7 @@ def test_rejected_training_leaves_no_run_folder(odd_root, tmp_path, options, mes
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_bad_out_folders_are_one_line(odd_root, tmp_path):
+def test_bad_out_folders_areone_line(odd_root, tmp_path):
     a_file = tmp_path / "a file"
     a_file.write_text("mine")
     base = ("train", "-d", odd_root, "-m", "simple", "--epochs", "1", "--out")
@@ -195,13 +196,13 @@ def test_preview_caps_per_class_at_the_images_there(odd_root, tmp_path):
         (["shapes", "advanced", "--size", "8"], "too small"),
     ],
 )
-def test_bad_counts_and_sizes_are_one_line(tmp_path, args, message):
+def test_bad_counts_and_sizes_areone_line(tmp_path, args, message):
     args = [tmp_path / "dest" if a == "DEST" else a for a in args]
     one_line_error(invoke(*args), message)
     assert not (tmp_path / "dest").exists()
 
 
-def test_os_errors_read_as_one_line():
+def test_os_errors_read_asone_line():
     full = OSError(errno.ENOSPC, "No space left on device", "runs/x/weights.pt")
-    assert _one_line(full) == "runs/x/weights.pt: no space left on device"
-    assert _one_line(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
+    assert one_line(full) == "runs/x/weights.pt: no space left on device"
+    assert one_line(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"

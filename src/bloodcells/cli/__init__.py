@@ -1,0 +1,10 @@
+"""The `bloodcells` command: a thin typer shell over the Python API (parse, call, print).
+
+Every module is imported inside the command that needs it, so `bloodcells --help` starts
+without torch. Each module here adds one group of commands to the one typer app.
+"""
+
+from bloodcells.cli import data, inspect, training
+from bloodcells.cli.base import app, main
+
+__all__ = ["app", "data", "inspect", "main", "training"]

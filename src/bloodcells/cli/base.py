@@ -1,0 +1,129 @@
+"""The typer app, its consoles and its error handling, and the options commands share.
+
+Everything printed goes through `SafeConsole`: markup off (a path like `runs[final]` prints as
+typed) and control characters shown as escapes, never sent raw to the terminal.
+"""
+
+from __future__ import annotations
+
+import errno
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+from rich.console import Console, ConsoleDimensions
+from rich.text import Text
+
+from bloodcells.errors import BloodcellsError, DataWarning
+
+LOG_WIDTH = 160
+# C0 and C1 control characters except tab and newline: shown as \xNN instead of obeyed.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (9, 10)}
+
+
+class SafeConsole(Console):
+    """A rich Console that never reads markup in strings and escapes control characters."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(markup=False, highlight=False, soft_wrap=True, **kwargs)
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        return super().render_str(text.translate(_CONTROLS), **kwargs)
+
+    def _size(self) -> ConsoleDimensions:
+        """The terminal's size; in a log or a pipe at least LOG_WIDTH columns, so that
+        tables keep one line per row instead of wrapping at 80."""
+        size = Console.size.fget(self)
+        if self.is_terminal or self._width is not None:
+            return size
+        return ConsoleDimensions(max(size.width, LOG_WIDTH), size.height)
+
+    size = property(_size, Console.size.fset)
+
+
+out = SafeConsole()
+err = SafeConsole(stderr=True)
+
+
+def bold(text: str) -> Text:
+    return Text(text.translate(_CONTROLS), style="bold")
+
+
+class FriendlyGroup(typer.core.TyperGroup):
+    """Input errors become one line on stderr and exit code 2; tracebacks only with --debug."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (BloodcellsError, OSError) as exc:
+            if ctx.meta.get("debug"):
+                raise
+            err.print(Text.assemble(("error: ", "bold red"), one_line(exc).translate(_CONTROLS)))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            if ctx.meta.get("debug"):
+                raise
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+
+def one_line(exc: Exception) -> str:
+    """An error as one line; an OSError names its file and says what the system said."""
+    if isinstance(exc, OSError) and not isinstance(exc, BloodcellsError):
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        return f"{exc.filename}: {reason}" if exc.filename else reason
+    return str(exc).replace("\n", " ")
+
+
+app = typer.Typer(
+    cls=FriendlyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Classify white blood cells from small microscopy patches (the CNN lab as software).",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Look at datasets, and make the demo set.")
+app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    ctx.meta["debug"] = debug
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    label = "warning: " if issubclass(category, DataWarning) else f"{category.__name__}: "
+    err.print(Text.assemble((label, "yellow"), str(message).translate(_CONTROLS)))
+
+
+# Options shared by several commands, declared once.
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Dataset root: ROOT/train/<class>, ROOT/test/<class>."),
+]
+RunDataOpt = Annotated[
+    Path | None, typer.Option("--data", "-d", help="Use ROOT/test instead of the run's data.")
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: auto).")]
+SizeOpt = Annotated[int, typer.Option(help="Resize images to SIZE×SIZE.")]
+RgbOpt = Annotated[bool, typer.Option("--rgb", help="Read as RGB instead of grayscale.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for picking the images.")]
+RunArg = Annotated[Path, typer.Argument(help="A run folder made by bloodcells train.")]
+
+
+def figure_output(default: str) -> object:
+    return typer.Option(
+        "--output", "-o", help=f"Image file (.png, .pdf, .svg) or a folder for {default}."
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

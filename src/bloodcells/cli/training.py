@@ -1,0 +1,313 @@
+"""Models, training, evaluation and the whole lab."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from bloodcells.cli.base import (
+    BloodcellsError,
+    DataOpt,
+    DeviceOpt,
+    RunArg,
+    RunDataOpt,
+    app,
+    bold,
+    err,
+    out,
+)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """The models you can train, with parameter counts (32×32, 5 classes) and options."""
+    import torch
+
+    from bloodcells.models import MODELS, build_model, count_parameters
+
+    table = Table()
+    for col in ("name", "parameters", "default lr", "channels", "options", "description"):
+        table.add_column(
+            col,
+            justify="right" if col == "parameters" else "left",
+            no_wrap=col in ("name", "parameters"),
+            min_width=24 if col == "description" else None,
+            overflow="fold",
+        )
+    for spec in MODELS.values():
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation
+            n = count_parameters(build_model(spec.name, spec.channels, 5, 32))
+        channels = "gray" if spec.channels == 1 else "RGB"
+        options = ", ".join(_flag(o) for o in spec.options) or "-"
+        table.add_row(
+            spec.name, f"{n:,}", f"{spec.default_lr:g}", channels, options, spec.description
+        )
+    out.print(table)
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+@app.command("shapes")
+def shapes(
+    model: Annotated[str, typer.Argument(help="Model name (see `bloodcells models`).")],
+    size: Annotated[int, typer.Option(min=4, max=512, help="Input image size.")] = 32,
+    channels: Annotated[int, typer.Option(min=1, max=3, help="Input channels (1 or 3).")] = 1,
+    classes: Annotated[int, typer.Option(min=2, max=1000, help="Number of classes.")] = 5,
+) -> None:
+    """The output shape after every layer (the lab's exercise 1)."""
+    from torchinfo import summary
+
+    from bloodcells.models import build_model
+
+    net = build_model(model, channels, classes, size)
+    info = summary(
+        net,
+        input_size=(1, channels, size, size),
+        col_names=("output_size", "num_params"),
+        depth=3,
+        verbose=0,
+    )
+    typer.echo(str(info))
+
+
+@app.command("train")
+def train_cmd(
+    data: DataOpt = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="simple, advanced or vgg16.")
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Train up to this many epochs (default 5; with --resume, the run's)."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the model's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for initialisation, shuffles, dropout.")
+    ] = None,
+    device: DeviceOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("runs"),
+    size: Annotated[int | None, typer.Option(help="Resize images to SIZE×SIZE.")] = None,
+    rgb: Annotated[
+        bool | None, typer.Option("--rgb/--gray", help="Colour mode (default: the model's).")
+    ] = None,
+    bn2: Annotated[
+        bool, typer.Option("--bn2", help="advanced: BatchNorm after conv 2 (a).")
+    ] = False,
+    head_dropout: Annotated[
+        float | None,
+        typer.Option(help="advanced: Dropout between the linear layers, e.g. 0.3 (b)."),
+    ] = None,
+    extra_fc: Annotated[
+        int | None, typer.Option(help="advanced: a third linear layer of N units, e.g. 32 (c).")
+    ] = None,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="vgg16: ImageNet weights from the local cache.")
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run folder (to its own target, or to --epochs)."),
+    ] = None,
+    plot: Annotated[
+        bool, typer.Option("--plot", help="Keep loss.png and confusion.png in the run folder.")
+    ] = False,
+) -> None:
+    """Train one model, with live progress, into a new run folder."""
+    from bloodcells.runs import resume_training, start_training
+
+    if resume is not None:
+        fixed = {
+            "--model": model, "--batch-size": batch_size, "--lr": lr, "--seed": seed,
+            "--size": size, "--rgb/--gray": rgb, "--bn2": bn2 or None,
+            "--head-dropout": head_dropout, "--extra-fc": extra_fc,
+            "--pretrained": pretrained or None,
+        }  # fmt: skip
+        given = [flag for flag, value in fixed.items() if value is not None]
+        if given:
+            raise BloodcellsError(
+                f"--resume continues a run with its own settings; drop {', '.join(given)} "
+                "(only --epochs, --data, --plot go with --resume)"
+            )
+        with _interruptible(resume):
+            run = resume_training(resume, epochs, _progress(resume.name, plot, resume), data)
+    else:
+        config, splits = _new_training(
+            data, model, epochs, batch_size, lr, seed, device, size, rgb,
+            {"bn2": bn2, "head_dropout": head_dropout, "extra_fc": extra_fc,
+             "pretrained": pretrained},
+        )  # fmt: skip
+        from bloodcells.files import output_folder
+        from bloodcells.runs import new_run_dir
+
+        run_dir = new_run_dir(output_folder(out_dir), config.model)
+        out.print(
+            f"training {config.model} on {splits.root} ({len(splits.train)} train, "
+            f"{len(splits.test)} test, {len(splits.classes)} classes) → {run_dir}"
+        )
+        with _interruptible(run_dir):
+            progress = _progress(config.model, plot, run_dir)
+            run = start_training(splits, config, callbacks=progress, run_dir=run_dir)
+    m = run.metrics
+    out.print(
+        Text.assemble(
+            bold(run.name),
+            f": dev accuracy {m['accuracy']:.3f} (chance {m['chance']:.3f}), "
+            f"balanced {m['balanced_accuracy']:.3f}, {m['train_seconds']:.1f} s",
+        )
+    )
+    out.print(str(run.path))
+
+
+def _new_training(data, model, epochs, batch_size, lr, seed, device, size, rgb, options):
+    """A checked TrainConfig and its data: every option and the device before any folder."""
+    import torch
+
+    from bloodcells.data import Transform, load_dataset
+    from bloodcells.models import build_model, get_spec
+    from bloodcells.train import TrainConfig, select_device
+
+    if data is None:
+        raise BloodcellsError("--data is required (or --resume RUN); see bloodcells train --help")
+    model = model or "advanced"
+    channels = get_spec(model).channels if rgb is None else (3 if rgb else 1)
+    config = TrainConfig(
+        model=model,
+        epochs=5 if epochs is None else epochs,
+        batch_size=8 if batch_size is None else batch_size,
+        lr=lr,
+        seed=0 if seed is None else seed,
+        device=device,
+        image_size=32 if size is None else size,
+        channels=channels,
+        options={k: v for k, v in options.items() if v},
+    )
+    select_device(config.device)
+    with torch.device("meta"):  # checks the options and the image size, allocates nothing
+        build_model(model, channels, 2, config.image_size, **config.options)
+    return config, load_dataset(data, Transform(config.image_size, channels))
+
+
+def _progress(label: str, plot: bool, run_dir: Path) -> list:
+    from bloodcells.live import PlotFiles, TerminalProgress
+
+    progress = TerminalProgress(err, label=label)
+    return [progress, PlotFiles(run_dir)] if plot else [progress]
+
+
+@contextmanager
+def _interruptible(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C during training: say what was kept and how to continue, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted; finished epochs are saved in {run_dir}; continue with: "
+            f"bloodcells train --resume {run_dir}"
+        )
+        raise typer.Exit(130) from None
+
+
+@app.command("evaluate")
+def evaluate_cmd(run: RunArg, data: RunDataOpt = None, device: DeviceOpt = None) -> None:
+    """Accuracy, balanced accuracy, per-class scores and the confusion matrix of a run."""
+    from bloodcells.metrics import row_percentages
+    from bloodcells.runs import evaluate_run, load_run
+
+    m = evaluate_run(load_run(run), data, device)
+    out.print(Text.assemble(bold(str(run)), f" on {m['data']} test split ({m['n']} images)"))
+    out.print(
+        f"accuracy {m['accuracy']:.3f}   (chance {m['chance']:.3f}, "
+        f"majority class {m['majority_baseline']:.3f})\n"
+        f"balanced accuracy {m['balanced_accuracy']:.3f}   loss {m['loss']:.4f}"
+    )
+    per_class = Table(title="per class", title_justify="left")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for cls, s in m["per_class"].items():
+        per_class.add_row(
+            cls, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"])
+        )
+    out.print(per_class)
+    classes = m["classes"]
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    matrix.add_column("true \\ pred")
+    for cls in classes:
+        matrix.add_column(cls, justify="right")
+    percent = row_percentages(m["confusion_matrix"])
+    for i, cls in enumerate(classes):
+        cells = [
+            f"{count} ({100 * share:.0f}%)"
+            for count, share in zip(m["confusion_matrix"][i], percent[i], strict=True)
+        ]
+        matrix.add_row(cls, *cells)
+    out.print(matrix)
+
+
+@app.command("lab")
+def lab_cmd(
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Dataset root (default: the demo set).")
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models, in order.")
+    ] = "simple,advanced,vgg16",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs per model (default: 5; VGG16 fewer on a CPU).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the lab folder goes.")] = Path(
+        "runs"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for the demo set and training.")] = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """The whole lab end to end: every model, compared, explained, in one HTML report."""
+    from bloodcells.data.synthetic import SynthConfig
+    from bloodcells.files import check_output_folder
+    from bloodcells.lab import LabConfig, run_lab
+    from bloodcells.live import TerminalProgress
+    from bloodcells.train import select_device
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    config = LabConfig(
+        data=data,
+        models=names,
+        epochs=epochs,
+        out=out_dir,
+        seed=seed,
+        device=device,
+        demo=SynthConfig(seed=seed),
+    )
+    select_device(device)
+    check_output_folder(out_dir)
+    start = time.perf_counter()
+    result = run_lab(
+        config,
+        callbacks_for=lambda name: [TerminalProgress(err, label=name)],
+        say=err.print,
+    )
+    table = Table(title="comparison (dev set)", title_justify="left")
+    for col in ("model", "accuracy", "balanced", "parameters", "seconds", "epochs"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, run in result.runs.items():
+        m = run.metrics
+        table.add_row(
+            name,
+            f"{m['accuracy']:.3f}",
+            f"{m['balanced_accuracy']:.3f}",
+            f"{run.info['parameters']:,}",
+            f"{m['train_seconds']:.1f}",
+            str(len(run.history)),
+        )
+    out.print(table)
+    if result.synthetic:
+        out.print(Text("these numbers are on SYNTHETIC demo cells, not real data", "yellow"))
+    out.print(f"lab finished in {time.perf_counter() - start:.0f} s; report: {result.report}")
