@@ -16,8 +16,6 @@ from bloodcells.explain import (
     METHODS,
     cam_figure,
     compute_cams,
-    conv_layers,
-    default_layers,
     gradcam_figure,
     gradcam_grid,
     select_layers,
@@ -60,16 +58,16 @@ def test_unknown_method_lists_the_known_ones(model, images):
 
 
 def test_default_layers_of_the_advanced_cnn_are_the_labs_two_convs(model):
-    layers = default_layers(model, 1, 32)
+    layers = select_layers(model, None, 1, 32)
     assert [(name, size) for name, _, size in layers] == [("0", (30, 30)), ("5", (13, 13))]
     assert layers[0].module is model[0] and layers[1].module is model[5]
-    assert [layer.name for layer in conv_layers(model, 1, 32)] == ["0", "5"]
+    assert [layer.name for layer in spatial_layers(model, 1, 32, convs_only=True)] == ["0", "5"]
     at_64 = build_model("advanced", 1, 3, 64)
-    assert [layer.size for layer in default_layers(at_64, 1, 64)] == [(62, 62), (29, 29)]
+    assert [layer.size for layer in select_layers(at_64, None, 1, 64)] == [(62, 62), (29, 29)]
 
 
 def test_default_layers_of_vgg16_stop_before_the_1x1_maps(vgg):
-    layers = default_layers(vgg, 1, 32)
+    layers = select_layers(vgg, None, 1, 32)
     assert [layer.name for layer in layers] == VGG_DEFAULTS
     assert [(layer.kind, layer.size[0]) for layer in layers] == [
         ("ReLU", 16),
@@ -79,7 +77,7 @@ def test_default_layers_of_vgg16_stop_before_the_1x1_maps(vgg):
     ]  # each block's last conv, as the rectified map its in-place ReLU leaves
     sizes = {layer.name: layer.size for layer in spatial_layers(vgg, 1, 32)}
     assert sizes["features.28"] == (2, 2) and sizes["features.30"] == (1, 1)
-    assert len(conv_layers(vgg, 3, 32)) == 13
+    assert len(spatial_layers(vgg, 3, 32, convs_only=True)) == 13
 
 
 def test_naming_a_1x1_layer_warns_and_still_computes(vgg):

@@ -13,15 +13,14 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.data import Transform, load_dataset
+from bloodcells.evaluation import evaluate
 from bloodcells.figures import (
     WRONG,
     display_image,
     figure_png,
-    plot_top_losses,
     prediction_grid,
     sample_grid,
     save_figure,
-    top_losses,
     top_losses_figure,
 )
 
@@ -79,7 +78,7 @@ def test_prediction_grid_marks_exactly_the_wrong_ones_in_red(trained):
 def test_top_losses_are_the_highest_cross_entropies_highest_first(trained):
     run, splits = trained
     model, test = run.load_model(), splits.test
-    rows = top_losses(model, test, n=7)
+    rows = evaluate(model, test).top_losses(7)
     with torch.no_grad():
         logits = model(test.standardized())
     losses = F.cross_entropy(logits, test.labels, reduction="none")
@@ -95,19 +94,20 @@ def test_top_losses_are_the_highest_cross_entropies_highest_first(trained):
 
 def test_wrong_answers_rank_above_right_ones(trained):
     test = trained[1].test
-    rows = top_losses(Always(0), test, n=len(test))
+    rows = evaluate(Always(0), test).top_losses(len(test))
     assert {r["true"] for r in rows[:24]} == set(test.classes[1:])  # wrong at p ≈ 1 first
     assert {r["true"] for r in rows[24:]} == {test.classes[0]}
 
 
 def test_top_losses_figure_shows_each_image_with_its_loss(trained):
     run, splits = trained
-    fig = top_losses_figure(run.load_model(), splits.test, n=4)
+    fig = top_losses_figure(evaluate(run.load_model(), splits.test), splits.test, n=4)
     axes = [ax for ax in fig.axes if ax.images]
     assert len(axes) == 4 and all("\nloss " in ax.get_title() for ax in axes)
     assert axes[0].get_xlabel().endswith(".png")
+    empty = splits.test.subset([])
     with pytest.raises(Exception, match="no images"):
-        plot_top_losses(splits.test, [])
+        top_losses_figure(evaluate(run.load_model(), empty), empty)
 
 
 def test_save_figure_makes_folders_and_figure_png_gives_png_bytes(trained, tmp_path):
@@ -136,7 +136,7 @@ def test_mistakes_command_lists_top_losses_and_confused_pairs(trained, tmp_path)
     out = tmp_path / "top.png"
     result = CliRunner().invoke(app, ["mistakes", str(run.path), "-n", "3", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    expected = top_losses(run.load_model(), splits.test, n=3)
+    expected = evaluate(run.load_model(), splits.test).top_losses(3)
     assert result.output.count("test/") == 3
     for row in expected:
         assert row["path"].rsplit("/", 1)[-1][:10] in result.output

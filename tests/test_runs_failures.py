@@ -169,10 +169,10 @@ def test_weights_of_another_model_are_a_run_error(run_copy):
 def test_a_checkpoint_that_does_not_fit_is_a_run_error_on_resume(run_copy):
     checkpoint = torch.load(run_copy / "checkpoint.pt", weights_only=True)
     torch.save({**checkpoint, "optimizer": {"state": {}}}, run_copy / "checkpoint.pt")
-    with pytest.raises(RunError, match="does not fit the run's optimizer"):
+    with pytest.raises(RunError, match=r"checkpoint\.pt: unreadable \(does not fit the run"):
         resume_training(run_copy, epochs=3)
     torch.save({**checkpoint, "model": {"w": torch.zeros(1)}}, run_copy / "checkpoint.pt")
-    with pytest.raises(RunError, match="does not fit the run's model"):
+    with pytest.raises(RunError, match=r"checkpoint\.pt: unreadable \(does not fit the run"):
         resume_training(run_copy, epochs=3)
     torch.save([1, 2, 3], run_copy / "checkpoint.pt")
     with pytest.raises(RunError, match="not a checkpoint"):

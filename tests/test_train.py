@@ -8,17 +8,12 @@ import warnings
 import pytest
 import torch
 
+from bloodcells.config import TrainConfig
 from bloodcells.data import load_dataset
+from bloodcells.devices import check_device, select_device
 from bloodcells.errors import BloodcellsError, ModelError, TrainingDiverged, TrainingWarning
-from bloodcells.train import (
-    Callback,
-    TrainConfig,
-    check_device,
-    evaluate,
-    fit,
-    make_model,
-    select_device,
-)
+from bloodcells.evaluation import evaluate
+from bloodcells.train import Callback, fit, make_model
 
 
 def train_easy(root, **overrides):

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 from bloodcells.version import __version__
 
 if TYPE_CHECKING:
+    from bloodcells.config import TrainConfig
     from bloodcells.data import Dataset, Splits, Transform, load_dataset
     from bloodcells.errors import BloodcellsError, DataError, RunError
+    from bloodcells.evaluation import Evaluation, evaluate
     from bloodcells.metrics import classification_metrics
     from bloodcells.models import MODELS, build_model, count_parameters
     from bloodcells.runs import Run, load_run, resume_training, start_training
-    from bloodcells.train import Callback, History, TrainConfig, evaluate, fit
+    from bloodcells.train import Callback, History, fit
 
 _EXPORTS = {
     "bloodcells.data": ("Dataset", "Splits", "Transform", "load_dataset"),
@@ -25,7 +27,9 @@ _EXPORTS = {
     "bloodcells.metrics": ("classification_metrics",),
     "bloodcells.models": ("MODELS", "build_model", "count_parameters"),
     "bloodcells.runs": ("Run", "load_run", "resume_training", "start_training"),
-    "bloodcells.train": ("Callback", "History", "TrainConfig", "evaluate", "fit"),
+    "bloodcells.config": ("TrainConfig",),
+    "bloodcells.evaluation": ("Evaluation", "evaluate"),
+    "bloodcells.train": ("Callback", "History", "fit"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -35,6 +39,7 @@ __all__ = [
     "Callback",
     "DataError",
     "Dataset",
+    "Evaluation",
     "History",
     "Run",
     "RunError",

@@ -32,30 +32,28 @@ from torch import nn
 
 from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
+from bloodcells.evaluation import evaluate
 from bloodcells.figures import WRONG, check_count, image_axes, label_row, show_image
-from bloodcells.train import evaluate
 
-METHODS: dict[str, type] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "scorecam": ScoreCAM,
-    "ablationcam": AblationCAM,
+
+class Method(NamedTuple):
+    """A pytorch-grad-cam method: its class, its name in titles, whether to hide its output."""
+
+    cam: type
+    title: str
+    quiet: bool = False  # ScoreCAM and AblationCAM draw tqdm bars on stderr per image
+
+
+METHODS: dict[str, Method] = {
+    "gradcam": Method(GradCAM, "Grad-CAM"),
+    "gradcam++": Method(GradCAMPlusPlus, "Grad-CAM++"),
+    "xgradcam": Method(XGradCAM, "XGrad-CAM"),
+    "hirescam": Method(HiResCAM, "HiRes-CAM"),
+    "layercam": Method(LayerCAM, "Layer-CAM"),
+    "eigencam": Method(EigenCAM, "Eigen-CAM"),
+    "scorecam": Method(ScoreCAM, "Score-CAM", quiet=True),
+    "ablationcam": Method(AblationCAM, "Ablation-CAM", quiet=True),
 }
-TITLES = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "hirescam": "HiRes-CAM",
-    "layercam": "Layer-CAM",
-    "eigencam": "Eigen-CAM",
-    "scorecam": "Score-CAM",
-    "ablationcam": "Ablation-CAM",
-}
-QUIET = frozenset({"scorecam", "ablationcam"})  # they draw tqdm bars on stderr per image
 TARGETS = ("predicted", "true")
 MIN_MAP = 2  # a 1×1 map has no spatial information: its CAM is constant (zero after scaling)
 MAX_DEFAULT_LAYERS = 4
@@ -77,8 +75,8 @@ class Layer(NamedTuple):
         return type(self.module).__name__
 
 
-def get_method(name: str) -> type:
-    """The pytorch-grad-cam class called `name`, or an error listing the known names."""
+def get_method(name: str) -> Method:
+    """The CAM method called `name`, or an error listing the known names."""
     try:
         return METHODS[name]
     except KeyError:
@@ -87,26 +85,57 @@ def get_method(name: str) -> type:
         ) from None
 
 
-def spatial_layers(model: nn.Module, in_channels: int, image_size: int) -> list[Layer]:
-    """Every submodule whose output is an N×C×H×W map, with H×W measured on a dummy image."""
-    return _measure(model, (1, in_channels, image_size, image_size))
+def spatial_layers(
+    model: nn.Module, in_channels: int, image_size: int, convs_only: bool = False
+) -> list[Layer]:
+    """Every submodule whose output is an N×C×H×W map (or only the Conv2d ones), in order,
+    with H×W measured on one dummy image."""
+    sizes: dict[str, tuple[int, int]] = {}
 
+    def recorder(name: str):
+        def hook(module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                sizes.setdefault(name, (int(output.shape[-2]), int(output.shape[-1])))
 
-def conv_layers(model: nn.Module, in_channels: int, image_size: int) -> list[Layer]:
-    """The model's Conv2d layers, in order, with their output map sizes."""
-    return _convs(spatial_layers(model, in_channels, image_size))
+        return hook
 
-
-def default_layers(model: nn.Module, in_channels: int, image_size: int) -> list[Layer]:
-    """The last conv of each map size (2×2 or more; its in-place ReLU if any), the deepest 4."""
-    return _default_of(spatial_layers(model, in_channels, image_size))
+    modules = [(name, m) for name, m in model.named_modules() if name]
+    handles = [m.register_forward_hook(recorder(name)) for name, m in modules]
+    try:
+        with _modes_kept(model), torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, in_channels, image_size, image_size, device=_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = [Layer(name, m, sizes[name]) for name, m in modules if name in sizes]
+    return _convs(layers) if convs_only else layers
 
 
 def select_layers(
-    model: nn.Module, names: Sequence[str] | None, in_channels: int, image_size: int
+    model: nn.Module,
+    names: Sequence[str] | str | None,
+    in_channels: int,
+    image_size: int,
 ) -> list[Layer]:
-    """The layers called `names` (by `named_modules` name), or the default ones if none."""
-    return _select(model, names, (1, in_channels, image_size, image_size))
+    """The layers called `names` (`named_modules` names, a list or comma-separated), or by
+    default the last conv of each map size of 2×2 or more (its in-place ReLU if any), the
+    deepest MAX_DEFAULT_LAYERS."""
+    layers = spatial_layers(model, in_channels, image_size)
+    if isinstance(names, str):
+        names = names.split(",")
+    if not names:
+        return _default_of(layers)
+    known = {layer.name: layer for layer in layers}
+    unknown = [str(name) for name in names if str(name) not in known]
+    if unknown:
+        raise BloodcellsError(
+            f"unknown layer {', '.join(map(repr, unknown))}; layers with a spatial map: "
+            f"{', '.join(known)}"
+        )
+    chosen = [known[str(name)] for name in names]
+    _warn_small(chosen, layers)
+    return chosen
 
 
 def compute_cams(
@@ -121,17 +150,20 @@ def compute_cams(
     `targets` are the class indices to explain, one per image; None explains the prediction.
     The model comes back as it went in: mode, hooks, in-place flags and .grad untouched.
     """
-    cam_class = get_method(method)
+    how = get_method(method)
     if images.dim() != 4:
         raise BloodcellsError(f"images must be N×C×H×W, not of shape {tuple(images.shape)}")
-    chosen = _as_layers(model, layers, (1, *images.shape[1:]))
+    if layers and all(isinstance(layer, Layer) for layer in layers):
+        chosen = list(layers)
+    else:
+        chosen = select_layers(model, layers, images.shape[1], images.shape[-1])
     device = _device(model)
     result: dict[str, np.ndarray] = {}
     with _prepared(model):
         x = images.detach().to(device).clone().requires_grad_(True)
         classes = _check_targets(model, x, targets)
         for layer in chosen:
-            result[layer.name] = _one_layer(model, cam_class, layer, x, classes, method in QUIET)
+            result[layer.name] = _one_layer(model, how, layer, x, classes)
     return result
 
 
@@ -206,10 +238,11 @@ def cam_figure(grid: CamGrid) -> Figure:
     label_row(axes[0][0], "image")
     for row, layer in enumerate(grid.layers, start=1):
         h, w = layer.size
-        text = f"{TITLES[grid.method]}\nlayer {layer.name}\n{layer.kind}, {h}×{w} map"
+        text = f"{METHODS[grid.method].title}\nlayer {layer.name}\n{layer.kind}, {h}×{w} map"
         label_row(axes[row][0], text)
     fig.suptitle(
-        f"{TITLES[grid.method]} for the {grid.target} class (red: wrong prediction)", fontsize=10
+        f"{METHODS[grid.method].title} for the {grid.target} class (red: wrong prediction)",
+        fontsize=10,
     )
     return fig
 
@@ -217,29 +250,6 @@ def cam_figure(grid: CamGrid) -> Figure:
 def gradcam_figure(model: nn.Module, dataset: Dataset, **options) -> Figure:
     """`cam_figure` of `gradcam_grid` (same options): what the model looks at, layer by layer."""
     return cam_figure(gradcam_grid(model, dataset, **options))
-
-
-def _measure(model: nn.Module, shape: tuple[int, ...]) -> list[Layer]:
-    """Run one dummy batch of `shape` through `model` and record every 4-D output's H×W."""
-    sizes: dict[str, tuple[int, int]] = {}
-
-    def recorder(name: str):
-        def hook(module, inputs, output) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                sizes.setdefault(name, (int(output.shape[-2]), int(output.shape[-1])))
-
-        return hook
-
-    modules = [(name, m) for name, m in model.named_modules() if name]
-    handles = [m.register_forward_hook(recorder(name)) for name, m in modules]
-    try:
-        with _modes_kept(model), torch.no_grad():
-            model.eval()
-            model(torch.zeros(shape, device=_device(model)))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [Layer(name, m, sizes[name]) for name, m in modules if name in sizes]
 
 
 def _convs(layers: list[Layer]) -> list[Layer]:
@@ -268,24 +278,6 @@ def _rectified(layers: list[Layer], conv: Layer) -> Layer:
     return conv
 
 
-def _select(model: nn.Module, names: Sequence[str] | None, shape: tuple[int, ...]) -> list[Layer]:
-    layers = _measure(model, shape)
-    if isinstance(names, str):
-        names = names.split(",")
-    if not names:
-        return _default_of(layers)
-    known = {layer.name: layer for layer in layers}
-    unknown = [str(name) for name in names if str(name) not in known]
-    if unknown:
-        raise BloodcellsError(
-            f"unknown layer {', '.join(map(repr, unknown))}; layers with a spatial map: "
-            f"{', '.join(known)}"
-        )
-    chosen = [known[str(name)] for name in names]
-    _warn_small(chosen, layers)
-    return chosen
-
-
 def _warn_small(chosen: list[Layer], layers: list[Layer]) -> None:
     """Warn about chosen layers whose map is too small for a CAM to show anything."""
     small = [layer.label for layer in chosen if min(layer.size) < MIN_MAP]
@@ -298,14 +290,6 @@ def _warn_small(chosen: list[Layer], layers: list[Layer]) -> None:
             UserWarning,
             stacklevel=4,
         )
-
-
-def _as_layers(
-    model: nn.Module, layers: Sequence[str] | Sequence[Layer] | None, shape: tuple[int, ...]
-) -> list[Layer]:
-    if layers and all(isinstance(layer, Layer) for layer in layers):
-        return list(layers)  # type: ignore[arg-type]
-    return _select(model, layers, shape)  # type: ignore[arg-type]
 
 
 def _check_targets(
@@ -329,18 +313,13 @@ def _check_targets(
 
 
 def _one_layer(
-    model: nn.Module,
-    cam_class: type,
-    layer: Layer,
-    x: torch.Tensor,
-    targets: list[int],
-    quiet: bool,
+    model: nn.Module, how: Method, layer: Layer, x: torch.Tensor, targets: list[int]
 ) -> np.ndarray:
     """The library's CAM for one layer; its context manager removes the hooks it added."""
     maps = None
     outputs = [ClassifierOutputTarget(t) for t in targets]
-    stderr = contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
-    with stderr, cam_class(model=model, target_layers=[layer.module]) as cam:
+    stderr = contextlib.redirect_stderr(io.StringIO()) if how.quiet else contextlib.nullcontext()
+    with stderr, how.cam(model=model, target_layers=[layer.module]) as cam:
         maps = cam(input_tensor=x, targets=outputs)
     if maps is None:  # the library's __exit__ swallows IndexError after printing it
         raise RuntimeError(f"pytorch-grad-cam failed on layer {layer.name}")

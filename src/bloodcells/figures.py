@@ -19,8 +19,8 @@ from torch import nn
 
 from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
+from bloodcells.evaluation import Evaluation, evaluate
 from bloodcells.files import write_atomic
-from bloodcells.train import Evaluation, evaluate
 
 WRONG = "tab:red"
 DPI = 150
@@ -126,34 +126,12 @@ def titled_image(ax: Axes, dataset: Dataset, index: int, title: str, wrong: bool
     frame(ax, WRONG if wrong else None)
 
 
-def rank_losses(evaluation: Evaluation, dataset: Dataset, n: int = 9) -> list[dict]:
-    """The `n` images with the highest cross-entropy loss in `evaluation`, highest first."""
-    check_count(n)
-    probabilities, labels = evaluation.probabilities, evaluation.labels
-    tiny = torch.finfo(probabilities.dtype).tiny
-    losses = -probabilities.gather(1, labels[:, None]).squeeze(1).clamp_min(tiny).log()
-    order = torch.argsort(losses, descending=True, stable=True)[:n].tolist()
-    predictions = evaluation.predictions
-    return [
-        {
-            "index": i,
-            "path": dataset.paths[i],
-            "true": dataset.classes[int(labels[i])],
-            "predicted": dataset.classes[int(predictions[i])],
-            "probability": float(probabilities[i, predictions[i]]),
-            "loss": float(losses[i]),
-        }
-        for i in order
-    ]
+def top_losses_figure(evaluation: Evaluation, dataset: Dataset, n: int = 9) -> Figure:
+    """The `n` highest-loss images, titled true / predicted (p) / loss; mistakes in red.
 
-
-def top_losses(model: nn.Module, dataset: Dataset, n: int = 9, device: str = "cpu") -> list[dict]:
-    """The images `model` gets most confidently wrong: index, path, true, predicted, p, loss."""
-    return rank_losses(evaluate(model, dataset, device), dataset, n)
-
-
-def plot_top_losses(dataset: Dataset, rows: list[dict]) -> Figure:
-    """The images of `rank_losses` rows, titled true / predicted (p) / loss; mistakes in red."""
+    `evaluation` is of a model on `dataset` (the images are drawn from it).
+    """
+    rows = evaluation.top_losses(check_count(n))
     if not rows:
         raise BloodcellsError("no images to show: the dataset is empty")
     cols = min(len(rows), max(3, math.ceil(math.sqrt(len(rows)))))
@@ -169,13 +147,6 @@ def plot_top_losses(dataset: Dataset, rows: list[dict]) -> Figure:
         ax.set_xlabel(Path(row["path"]).name, fontsize=6)
     fig.suptitle("top losses: the most confidently wrong images first", fontsize=10)
     return fig
-
-
-def top_losses_figure(
-    model: nn.Module, dataset: Dataset, n: int = 9, device: str = "cpu"
-) -> Figure:
-    """The `n` highest-loss images of `dataset` under `model`, as a figure."""
-    return plot_top_losses(dataset, top_losses(model, dataset, n, device))
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:

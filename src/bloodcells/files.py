@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from bloodcells.errors import BloodcellsError
@@ -13,22 +14,40 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` so that a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write_together(path.parent, {path.name: data})
+
+
+def write_together(folder: Path, files: Mapping[str, bytes | str]) -> None:
+    """Write every file to a temporary name, then rename them into place in the given order.
+
+    Nothing is replaced until everything is written; whatever fails (a full disk, Ctrl-C), no
+    temporary file is left behind.
+    """
+    temps: dict[str, Path] = {}
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for name, data in files.items():
+            temps[name] = folder / f".{name}.tmp{os.getpid()}"
+            temps[name].write_bytes(data.encode() if isinstance(data, str) else data)
+        for name in files:
+            os.replace(temps[name], folder / name)
+            del temps[name]
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
-def save_torch_atomic(obj: object, path: Path) -> None:
-    """torch.save `obj` to `path` atomically."""
+def torch_bytes(obj: object) -> bytes:
+    """What torch.save writes for `obj`."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_torch_atomic(obj: object, path: Path) -> None:
+    """torch.save `obj` to `path` atomically."""
+    write_atomic(path, torch_bytes(obj))
 
 
 def check_output_folder(path: str | Path) -> Path:

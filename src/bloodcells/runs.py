@@ -11,35 +11,34 @@ import csv
 import io
 import json
 import os
-import platform
 import re
 import socket
 import sys
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from bloodcells.config import TrainConfig
 from bloodcells.data import Splits, Transform, load_dataset
+from bloodcells.devices import check_device, select_device
 from bloodcells.errors import ModelError, RunError
-from bloodcells.metrics import classification_metrics
+from bloodcells.evaluation import evaluate
+from bloodcells.files import torch_bytes, write_atomic, write_together
 from bloodcells.models import count_parameters
 from bloodcells.train import (
     Callback,
     EpochResult,
     FitState,
     History,
-    TrainConfig,
-    check_device,
+    checkpoint_state,
     fit,
     make_model,
-    make_optimizer,
-    select_device,
+    restore,
 )
+from bloodcells.version import versions
 
 CONFIG, HISTORY, METRICS, WEIGHTS, CHECKPOINT = (
     "config.json",
@@ -74,7 +73,7 @@ class Run:
     def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """The trained model, in eval mode, with weights loaded safely (weights_only)."""
         model = make_model(self.config, len(self.classes))
-        load_state(model, load_torch(self.path / WEIGHTS, device), self.path / WEIGHTS)
+        load_weights(model, self.path / WEIGHTS, device)
         return model.to(device).eval()
 
     def load_data(self, root: str | Path | None = None) -> Splits:
@@ -106,62 +105,6 @@ def new_run_dir(out: str | Path, model: str) -> Path:
     raise RunError(f"{out}: could not create a new run folder")
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never half."""
-    write_together(path.parent, {path.name: data})
-
-
-def write_together(folder: Path, files: Mapping[str, bytes | str]) -> None:
-    """Write every file to a temporary name, then rename them into place in the given order.
-
-    Nothing is replaced until everything is written; whatever fails (a full disk), no
-    temporary file is left behind.
-    """
-    temps: dict[str, Path] = {}
-    try:
-        for name, data in files.items():
-            temps[name] = folder / f".{name}.tmp{os.getpid()}"
-            temps[name].write_bytes(data.encode() if isinstance(data, str) else data)
-        for name in files:
-            os.replace(temps[name], folder / name)
-            del temps[name]
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-
-
-def torch_bytes(obj: object) -> bytes:
-    """What torch.save writes for `obj`."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def save_torch_atomic(obj: object, path: Path) -> None:
-    write_atomic(path, torch_bytes(obj))
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    from bloodcells import __version__
-
-    return {
-        "bloodcells": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-    }
-
-
-def metrics_from_confusion(confusion: list[list[int]], classes: list[str]) -> dict:
-    """classification_metrics from confusion-matrix counts (exact: the counts are the data)."""
-    matrix = np.asarray(confusion)
-    true_idx, pred_idx = np.nonzero(matrix)
-    counts = matrix[true_idx, pred_idx]
-    return classification_metrics(np.repeat(true_idx, counts), np.repeat(pred_idx, counts), classes)
-
-
 class RunWriter(Callback):
     """Keeps a run folder current: config at the start, everything else after each epoch."""
 
@@ -171,10 +114,13 @@ class RunWriter(Callback):
         self.extra = extra or {}
         self.writer: dict = {}  # who is writing the run, so a reader can tell it was killed
         self.saved_epoch = 0  # the epoch the folder holds
+        self.scores: dict = {}  # the dev-set metrics of that epoch
 
     def on_fit_start(self, state: FitState) -> None:
         self.writer = writer_identity()
         self.saved_epoch = len(state.history)
+        if self.saved_epoch:  # a resumed run: its scores until a new epoch replaces them
+            self.scores = _read_metrics(self.path / METRICS)
         try:
             self._write_config(state)
         except OSError as exc:
@@ -183,17 +129,12 @@ class RunWriter(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         # checkpoint.pt is renamed last: it is what resume_training continues from, so until
         # it is in place the run resumes from the epoch before, and rewrites the other files.
+        self.scores = state.evaluation.metrics()
         files = {
             WEIGHTS: torch_bytes(state.model.state_dict()),
             HISTORY: history_csv(state.history),
             METRICS: self._metrics_json(state),
-            CHECKPOINT: torch_bytes(
-                {
-                    "model": state.model.state_dict(),
-                    "optimizer": state.optimizer.state_dict(),
-                    "history": [asdict(e) for e in state.history.epochs],
-                }
-            ),
+            CHECKPOINT: torch_bytes(checkpoint_state(state)),
         }
         epoch = state.history.last.epoch
         try:
@@ -246,13 +187,13 @@ class RunWriter(Callback):
     def _metrics_json(self, state: FitState) -> str:
         last = state.history.last
         metrics = {
+            **self.scores,
             "epoch": last.epoch,
             "epochs": state.config.epochs,
             "status": state.status,
             "dev_loss": last.dev_loss,
             "train_loss": last.train_loss,
             "train_seconds": sum(state.history.column("seconds")),
-            **metrics_from_confusion(last.confusion, state.classes),
             "writer": self.writer,
         }
         return json.dumps(metrics, indent=2)
@@ -392,13 +333,13 @@ def read_checkpoint(file: Path, device: str | torch.device = "cpu") -> dict:
     return checkpoint
 
 
-def load_state(target: nn.Module | torch.optim.Optimizer, state: object, file: Path) -> None:
-    """target.load_state_dict(state); a RunError naming `file` when the state does not fit."""
+def load_weights(model: nn.Module, file: Path, device: str | torch.device = "cpu") -> None:
+    """Load a run's weights file into `model`; a RunError naming it when it does not fit."""
+    state = load_torch(file, device)
     try:
-        target.load_state_dict(state)
+        model.load_state_dict(state)
     except Exception as exc:  # RuntimeError, KeyError, ValueError, TypeError: the state is wrong
-        what = "optimizer" if isinstance(target, torch.optim.Optimizer) else "model"
-        raise damaged(file, f"does not fit the run's {what}: {summary(exc)}") from exc
+        raise damaged(file, f"does not fit the run's model: {summary(exc)}") from exc
 
 
 def start_training(
@@ -433,12 +374,12 @@ def resume_training(
     device = select_device(config.device)
     splits = run.load_data(data_root)
     checkpoint = read_checkpoint(run.path / CHECKPOINT, device)
-    model = make_model(config, len(run.classes)).to(device)
-    load_state(model, checkpoint["model"], run.path / CHECKPOINT)
-    optimizer = make_optimizer(model, config)  # after .to(device): its state follows the params
-    load_state(optimizer, checkpoint["optimizer"], run.path / CHECKPOINT)
+    try:
+        model, optimizer, history = restore(checkpoint, config, len(run.classes), device)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the state does not fit
+        raise damaged(run.path / CHECKPOINT, f"does not fit the run: {summary(exc)}") from exc
     writer = RunWriter(run.path, splits.root)
-    fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, run.history)
+    fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, history)
     return load_run(run.path)
 
 
@@ -465,10 +406,7 @@ def _check_resumable(run: Run, config: TrainConfig, epochs: int | None) -> None:
 
 def evaluate_run(run: Run, data_root: str | Path | None = None, device: str | None = None) -> dict:
     """Metrics of a run's trained model on the test split of its data (or of `data_root`)."""
-    from bloodcells.train import evaluate
-
     splits = run.load_data(data_root)
     device_ = select_device(device)
-    result = evaluate(run.load_model(device_), splits.test, str(device_))
-    metrics = classification_metrics(result.labels.numpy(), result.predictions.numpy(), run.classes)
-    return {"run": str(run.path), "data": str(splits.root), "loss": result.loss, **metrics}
+    metrics = evaluate(run.load_model(device_), splits.test, str(device_)).metrics()
+    return {"run": str(run.path), "data": str(splits.root), **metrics}

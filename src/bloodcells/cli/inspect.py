@@ -13,8 +13,8 @@ from bloodcells.cli.base import DeviceOpt, RunArg, RunDataOpt, SeedOpt, app, fig
 
 def _trained(run_dir: Path, data: Path | None, device: str | None):
     """A run's model, its data (or `data`), and the device name, for the commands below."""
+    from bloodcells.devices import select_device
     from bloodcells.runs import load_run
-    from bloodcells.train import select_device
 
     run = load_run(run_dir)
     device_ = str(select_device(device))
@@ -76,31 +76,28 @@ def mistakes_cmd(
     """The dev images the model gets most confidently wrong, and the classes it confuses."""
     import os
 
-    from bloodcells.figures import check_count, plot_top_losses, rank_losses, save_figure
+    from bloodcells.evaluation import evaluate
+    from bloodcells.figures import check_count, save_figure, top_losses_figure
     from bloodcells.files import output_file
-    from bloodcells.metrics import most_confused
-    from bloodcells.train import evaluate
 
     check_count(n)
     target = output_file(output, "top_losses.png")
     model, splits, device_ = _trained(run, data, device)
     result = evaluate(model, splits.test, device_)
-    rows = rank_losses(result, splits.test, n)
-    title = f"top {len(rows)} losses on {splits.root}/test"
+    title = f"top {min(n, len(result))} losses on {splits.root}/test"
     table = Table(title=title, title_justify="left", show_edge=False)
     for col in ("#", "image", "true", "predicted", "p(pred)", "loss"):
         justify = "right" if col in ("#", "p(pred)", "loss") else "left"
         table.add_column(col, justify=justify, overflow="fold")
-    for i, row in enumerate(rows, start=1):
+    for i, row in enumerate(result.top_losses(n), start=1):
         image = os.path.relpath(row["path"], splits.root)
         p, loss = f"{row['probability']:.3f}", f"{row['loss']:.2f}"
         table.add_row(str(i), image, row["true"], row["predicted"], p, loss)
     out.print(table)
-    classes = splits.classes
     confused = Table(title="most confused classes", title_justify="left")
     for col in ("true", "predicted as", "images"):
         confused.add_column(col, justify="right" if col == "images" else "left")
-    for true, pred, count in most_confused(result.confusion(len(classes)), classes):
+    for true, pred, count in result.most_confused():
         confused.add_row(true, pred, str(count))
     out.print(confused if confused.row_count else "no mistakes on the dev set")
-    out.print(f"wrote {save_figure(plot_top_losses(splits.test, rows), target)}")
+    out.print(f"wrote {save_figure(top_losses_figure(result, splits.test, n), target)}")

@@ -171,9 +171,10 @@ def _new_training(data, model, epochs, batch_size, lr, seed, device, size, rgb, 
     """A checked TrainConfig and its data: every option and the device before any folder."""
     import torch
 
+    from bloodcells.config import TrainConfig
     from bloodcells.data import Transform, load_dataset
+    from bloodcells.devices import select_device
     from bloodcells.models import build_model, get_spec
-    from bloodcells.train import TrainConfig, select_device
 
     if data is None:
         raise BloodcellsError("--data is required (or --resume RUN); see bloodcells train --help")
@@ -271,10 +272,10 @@ def lab_cmd(
 ) -> None:
     """The whole lab end to end: every model, compared, explained, in one HTML report."""
     from bloodcells.data.synthetic import SynthConfig
+    from bloodcells.devices import select_device
     from bloodcells.files import check_output_folder
     from bloodcells.lab import LabConfig, run_lab
     from bloodcells.live import TerminalProgress
-    from bloodcells.train import select_device
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     config = LabConfig(

@@ -145,6 +145,8 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
     """The lab's per-image standardization, (x - mean) / (std + 1e-6), over each C×H×W image."""
+    if len(x) == 0:
+        return x
     dims = tuple(range(1, x.dim()))
     mean = x.mean(dim=dims, keepdim=True)
     std = x.std(dim=dims, keepdim=True)  # unbiased, as torch.Tensor.std() in the lab
