@@ -7,7 +7,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from torch.nn import functional as F
 
-from bloodcells.evaluation import Evaluation, evaluate, evaluate_tensors
+from bloodcells.data import standardize
+from bloodcells.evaluation import Evaluation, energy_score, evaluate, evaluate_tensors
 
 CLASSES = ["a", "b", "c"]
 
@@ -89,3 +90,25 @@ def test_an_empty_dataset_evaluates_to_nothing(trained):
     empty = splits.test.subset([])
     result = evaluate(run.load_model(), empty)
     assert len(result) == 0 and result.top_losses(3) == [] and result.accuracy == 0.0
+
+
+def test_the_run_records_where_unlike_training_begins(trained):
+    run, splits = trained
+    recorded = run.metrics["unlike_training"]
+    assert recorded["score"] == "energy" and recorded["percentile"] == 95.0
+    result = evaluate(run.load_model(), splits.test)
+    assert recorded["threshold"] == pytest.approx(result.unlike_training_threshold(), rel=1e-5)
+    flagged = energy_score(result.logits) > recorded["threshold"]
+    assert 0 < float(flagged.float().mean()) <= 0.1  # about 5% of the dev set, by construction
+
+
+def test_noise_and_flat_images_score_as_unlike_training(trained):
+    run = trained[0]
+    model = run.load_model()
+    threshold = run.metrics["unlike_training"]["threshold"]
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(8, 1, 32, 32, generator=generator)
+    flat = torch.full((4, 1, 32, 32), 0.5)
+    with torch.no_grad():
+        odd = energy_score(model(standardize(torch.cat([noise, flat]))))
+    assert float((odd > threshold).float().mean()) >= 0.75

@@ -18,6 +18,18 @@ from bloodcells.devices import select_device
 from bloodcells.metrics import classification_metrics, most_confused
 
 EVAL_BATCH = 1024  # evaluation batch: only memory, never results, depends on it
+# Images whose energy score is above this percentile of the dev set's are flagged as unlike
+# the training data: 5% of the dev images themselves are, by construction.
+OOD_PERCENTILE = 95.0
+
+
+def energy_score(logits: torch.Tensor) -> torch.Tensor:
+    """-logsumexp of the logits per image: higher for images unlike the training data.
+
+    The energy score of Liu et al. (2020, "Energy-based out-of-distribution detection"),
+    at temperature 1; it uses the logits' scale, which the max softmax probability discards.
+    """
+    return -torch.logsumexp(logits.float(), dim=1)
 
 
 @dataclass
@@ -29,6 +41,7 @@ class Evaluation:
     classes: list[str]
     paths: list[str] = field(default_factory=list)  # empty when the images have no files
     losses: torch.Tensor | None = None  # N: cross-entropy of each image (from probabilities)
+    logits: torch.Tensor | None = None  # N×K, when the model's raw outputs are known
 
     def __post_init__(self) -> None:
         if self.losses is None:
@@ -82,6 +95,12 @@ class Evaluation:
             )
         return rows
 
+    def unlike_training_threshold(self, percentile: float = OOD_PERCENTILE) -> float | None:
+        """The energy score above which an image counts as unlike these (see energy_score)."""
+        if self.logits is None or not len(self):
+            return None
+        return float(torch.quantile(energy_score(self.logits), percentile / 100))
+
     def most_confused(self, top: int = 5) -> list[tuple[str, str, int]]:
         """The (true, predicted, count) pairs with the most mistakes, largest first."""
         return most_confused(self.confusion(), self.classes, top)
@@ -111,7 +130,9 @@ def evaluate_tensors(
     # Losses from the logits, not the probabilities: exact even where softmax rounds to 0.
     losses = F.cross_entropy(logits, y, reduction="none")
     probabilities = F.softmax(logits, dim=1)
-    return Evaluation(probabilities.cpu(), y.cpu(), list(classes), list(paths or []), losses.cpu())
+    return Evaluation(
+        probabilities.cpu(), y.cpu(), list(classes), list(paths or []), losses.cpu(), logits.cpu()
+    )
 
 
 def evaluate(model: nn.Module, dataset: Dataset, device: str | None = None) -> Evaluation:

@@ -25,7 +25,7 @@ from bloodcells.config import TrainConfig
 from bloodcells.data import Splits, Transform, load_dataset
 from bloodcells.devices import check_device, select_device
 from bloodcells.errors import ModelError, RunError
-from bloodcells.evaluation import evaluate
+from bloodcells.evaluation import OOD_PERCENTILE, evaluate
 from bloodcells.files import torch_bytes, write_atomic, write_together
 from bloodcells.models import count_parameters
 from bloodcells.train import (
@@ -129,7 +129,13 @@ class RunWriter(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         # checkpoint.pt is renamed last: it is what resume_training continues from, so until
         # it is in place the run resumes from the epoch before, and rewrites the other files.
-        self.scores = state.evaluation.metrics()
+        self.scores = state.evaluation.metrics() | {
+            "unlike_training": {
+                "score": "energy",
+                "percentile": OOD_PERCENTILE,
+                "threshold": state.evaluation.unlike_training_threshold(),
+            }
+        }
         files = {
             WEIGHTS: torch_bytes(state.model.state_dict()),
             HISTORY: history_csv(state.history),
