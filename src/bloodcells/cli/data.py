@@ -19,6 +19,7 @@ def data_info(
 ) -> None:
     """What is in a dataset, and what is wrong with it."""
     from bloodcells.data import Transform, load_dataset
+    from bloodcells.data.check import check_hint
 
     summary = load_dataset(root, Transform(size, 3 if rgb else 1)).summary()
     table = Table(title=summary["root"], title_justify="left")
@@ -36,6 +37,7 @@ def data_info(
         out.print(f"{split} images (mode size): {seen}")
     problems = summary["problems"]
     out.print(f"problems: {len(problems)}" + "".join(f"\n  - {p}" for p in problems))
+    out.print(check_hint(summary))
 
 
 @data_app.command("preview")
