@@ -85,7 +85,10 @@ app = typer.Typer(
     add_completion=False,
     help="Classify white blood cells from small microscopy patches (the CNN lab as software).",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Look at datasets, and make the demo set.")
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Bring data in, split it, check it, look at it, and make the demo set.",
+)
 app.add_typer(data_app, name="data")
 
 
