@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_report import MODELS, build_report, fake_epochs, fit_state
-
-from bloodcells.report import LabReport
+from test_report import MODELS, fake_run, lab_extras, lab_runs, write_page
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -89,8 +87,8 @@ def driver(tmp_path_factory):
 
 
 def test_report_renders_offline_without_errors(driver, tmp_path):
-    report = build_report(tmp_path / "report.html", n_epochs=4)
-    seen = open_report(driver, report.path)
+    page = write_page(tmp_path / "report.html", lab_runs(n_epochs=4), lab_extras())
+    seen = open_report(driver, page)
     assert seen["errors"] == []
     assert seen["expected_figures"] == 1 + 2 * len(MODELS)
     assert len(seen["figures"]) == seen["expected_figures"]
@@ -102,15 +100,10 @@ def test_report_renders_offline_without_errors(driver, tmp_path):
 
 
 def test_live_report_renders_while_a_model_trains(driver, tmp_path):
-    report = LabReport(tmp_path / "report.html", "live lab", synthetic=True)
-    callback = report.model_callback("simple")
-    report.model_callback("advanced")  # queued: a placeholder, no figures yet
-    state = fit_state(planned=5)
-    callback.on_fit_start(state)
-    for result in fake_epochs(2):
-        state.history.epochs.append(result)
-        callback.on_epoch_end(state)
-    seen = open_report(driver, report.path)
-    assert 'http-equiv="refresh"' in report.path.read_text()
+    training = [fake_run("simple", n_epochs=2, status="running")]
+    extras = lab_extras(images=("samples",), planned={"simple": 5, "advanced": 5})
+    page = write_page(tmp_path / "report.html", training, extras, live=True)
+    seen = open_report(driver, page)  # the advanced CNN is queued: a placeholder, no figures
+    assert 'http-equiv="refresh"' in page.read_text()
     assert seen["errors"] == []
     assert seen["expected_figures"] == 3  # the accuracy chart, simple's loss and confusion

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shlex
-from html import escape
+from html import unescape
 
 import pytest
 from typer.testing import CliRunner
@@ -26,6 +27,42 @@ def test_lab_on_given_data_writes_one_report_and_a_run_per_model(easy_root, tmp_
     assert 'http-equiv="refresh"' not in html  # finished: no more reloading
     assert "simple" in html and "advanced" in html
     assert "synthetic demo data" not in html.lower()
+    images = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', html)
+    assert images == ["sample images", "prediction grid", "Grad-CAM grid", "top losses"]
+    assert "Grad-CAM of the advanced model" in html
+
+
+def test_the_lab_folder_alone_makes_the_same_page_again(easy_root, tmp_path):
+    config = LabConfig(data=easy_root, models=("simple", "advanced"), epochs=1, out=tmp_path)
+    result = run_lab(config, say=lambda text: None)
+    kept = sorted(p.name for p in (result.lab_dir / "figures").iterdir())
+    assert kept == ["gradcam.png", "predictions.png", "samples.png", "top_losses.png"]
+    assert (result.lab_dir / "lab.json").is_file()
+    again = tmp_path / "again.html"
+    done = runner.invoke(app, ["report", str(result.lab_dir), "-o", str(again)])
+    assert done.exit_code == 0, done.output
+    stamp = re.compile(r"updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S*")
+    assert stamp.sub("", again.read_text()) == stamp.sub("", result.report.read_text())
+
+
+def test_a_lab_stopped_early_says_so_and_stops_reloading(easy_root, tmp_path):
+    from bloodcells.train import Callback
+
+    class Stop(Callback):
+        def on_epoch_end(self, state):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "runs"
+    config = LabConfig(data=easy_root, models=("simple", "advanced"), epochs=2, out=out)
+    with pytest.raises(KeyboardInterrupt):
+        run_lab(config, callbacks_for=lambda name: [Stop()], say=lambda text: None)
+    (lab,) = out.iterdir()
+    html = (lab / "report.html").read_text()
+    assert "http-equiv" not in html
+    assert (
+        "stopped: simple interrupted" in html and "The lab stopped early: KeyboardInterrupt" in html
+    )
+    assert "not trained" in html  # the advanced CNN never started
 
 
 def test_lab_without_data_uses_the_labelled_demo_set(tmp_path):
@@ -89,7 +126,8 @@ def test_the_reproduce_command_quotes_paths_for_a_shell(easy_root, tmp_path, mon
     config = LabConfig(data=odd, models=("simple",), epochs=1, out=tmp_path / "runs")
     html = run_lab(config, say=lambda text: None).report.read_text()
     quoted = shlex.join(argv)
-    assert escape(quoted) in html and shlex.split(quoted) == argv
+    (command,) = re.findall(r"<pre>(.*?)</pre>", html)
+    assert unescape(command) == quoted and shlex.split(quoted) == argv
 
 
 def test_lab_epochs_zero_is_refused_not_read_as_the_default():

@@ -116,3 +116,16 @@ def test_train_plot_flag_writes_the_pngs(easy_root, tmp_path):
     assert again.exit_code == 0, again.output
     assert (run / "loss.png").read_bytes() != loss  # the resumed run keeps drawing
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+
+
+def test_plot_files_are_drawn_at_the_figures_dpi(tmp_path):
+    from PIL import Image
+
+    from bloodcells.figures import DPI
+
+    plots = PlotFiles(tmp_path)
+    state = fit_state()
+    state.history.epochs.extend(fake_epochs(2))
+    plots.on_epoch_end(state)
+    with Image.open(tmp_path / "loss.png") as image:
+        assert image.size == (6 * DPI, 4 * DPI)  # a 6×4 inch figure, as every figure PNG

@@ -1,7 +1,7 @@
-"""The HTML lab report: one offline file, rewritten per epoch, escaped, honest about demo data.
+"""The HTML report: one offline file rendered from runs, escaped, honest about demo data.
 
-The helpers at the top (fake histories, a FitState to drive callbacks, a finished report) are
-shared with test_live.py and test_browser.py.
+The helpers at the top (fake histories, a FitState to drive callbacks, runs and a finished page
+made of them) are shared with test_live.py and test_browser.py.
 """
 
 from __future__ import annotations
@@ -16,16 +16,30 @@ import numpy as np
 import plotly.offline
 import pytest
 import torch
-from PIL import Image
+from PIL import Image as PILImage
 from torch import nn
 
-from bloodcells.data import Dataset
-from bloodcells.metrics import row_percentages
-from bloodcells.report import LabReport
-from bloodcells.train import EpochResult, FitState, History, TrainConfig, fit
+from bloodcells.config import TrainConfig
+from bloodcells.data import load_dataset
+from bloodcells.errors import RunError
+from bloodcells.lab import LabPage
+from bloodcells.metrics import classification_metrics
+from bloodcells.report import (
+    IMAGES,
+    Extras,
+    Image,
+    load,
+    read_extras,
+    render,
+    save_extras,
+)
+from bloodcells.runs import Run, new_run_dir, start_training
+from bloodcells.train import Callback, EpochResult, FitState, History
 
 CLASSES = ["B", "T", "eosinophil", "monocyte", "neutrophil"]
 BUNDLE_HEAD = plotly.offline.get_plotlyjs()[:200]
+MODELS = {"simple": 0.62, "advanced": 0.86, "vgg16": 0.91}
+TITLE = "CNN Lab 1: classification of human blood cells"
 
 
 def fake_epochs(
@@ -60,20 +74,9 @@ def fit_state(classes: Sequence[str] = CLASSES, planned: int = 5):
     return FitState(net, optimizer, config, list(classes), History(), torch.device("cpu"))
 
 
-def drive(callback, state: FitState, epochs: Sequence[EpochResult], end: str = "finished"):
-    """What fit() does to a callback: start, one call per epoch, end with status `end`."""
-    callback.on_fit_start(state)
-    for result in epochs:
-        state.epoch = result.epoch
-        state.history.epochs.append(result)
-        callback.on_epoch_end(state)
-    state.status = end
-    callback.on_fit_end(state)
-
-
 def png(color: str = "steelblue", size: tuple[int, int] = (40, 30)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
+    PILImage.new("RGB", size, color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -92,53 +95,60 @@ def dataset_summary(classes: Sequence[str] = CLASSES) -> dict:
     }
 
 
-def model_metrics(epochs: Sequence[EpochResult], classes: Sequence[str]) -> dict:
-    last = epochs[-1]
-    recall = np.diag(row_percentages(last.confusion))
-    return {
-        "accuracy": last.dev_accuracy,
-        "balanced_accuracy": float(recall.mean()),
-        "chance": 1 / len(classes),
-        "majority_baseline": 0.2,
-        "classes": list(classes),
-        "confusion_matrix": last.confusion,
-    }
-
-
-MODELS = {"simple": 0.62, "advanced": 0.86, "vgg16": 0.91}
-ONE = {"simple": 0.6}
-
-
-def build_report(
-    path: Path,
-    synthetic: bool = True,
+def fake_run(
+    model: str = "simple",
+    best: float = 0.8,
+    seed: int = 0,
+    n_epochs: int = 4,
     classes: Sequence[str] = CLASSES,
-    models: dict[str, float] = MODELS,
-    n_epochs: int = 5,
-    gradcam: bool = True,
-    sample_grid: bytes | None = None,
-) -> LabReport:
-    """A finished report of `models` (name: final accuracy) trained on fake histories."""
-    report = LabReport(
-        path,
-        "CNN Lab 1: classification of human blood cells",
+    folder: str | None = None,
+    status: str = "finished",
+) -> Run:
+    """A Run as load_run gives it, of fake epochs; its folder need not exist."""
+    epochs = fake_epochs(n_epochs, classes, best, seed)
+    matrix = np.asarray(epochs[-1].confusion)
+    true, pred = np.nonzero(matrix)
+    counts = matrix[true, pred]
+    metrics = classification_metrics(np.repeat(true, counts), np.repeat(pred, counts), classes)
+    seconds = sum(e.seconds for e in epochs)
+    metrics |= {"status": status, "epoch": n_epochs, "epochs": n_epochs, "train_seconds": seconds}
+    info = {
+        "parameters": 1000 * (seed + 1),
+        "device": "cpu",
+        "learning_rate": 0.001,
+        "command": ["bloodcells", "train", "--model", model],
+        "versions": {"bloodcells": "0.1.0", "torch": "2"},
+    }
+    config = TrainConfig(model=model, epochs=n_epochs)
+    path = Path("runs") / (folder or model)
+    return Run(path, config, list(classes), "data/demo", History(epochs), metrics, info)
+
+
+def lab_runs(models: dict[str, float] = MODELS, **options) -> list[Run]:
+    pairs = enumerate(models.items())
+    return [fake_run(name, best, seed, **options) for seed, (name, best) in pairs]
+
+
+def lab_extras(synthetic: bool = True, images: Sequence[str] = IMAGES, **changes) -> Extras:
+    """The extras a finished lab has: dataset, a note, the images named in `images`."""
+    colors = {"samples": "steelblue", "predictions": "white", "top_losses": "gray"}
+    extras = Extras(
+        title=TITLE,
         synthetic=synthetic,
-        meta={"command": ["bloodcells", "lab"], "seed": 0, "device": "cpu", "data_root": "data"},
+        dataset=dataset_summary(),
+        notes=["VGG16 trained on a CPU subset"],
+        meta={"command": "bloodcells lab", "seed": 0, "device": "cpu", "data_root": "data"},
+        images={k: Image(png(colors.get(k, "orange")), f"the {k}") for k in images},
+        sources=["runs/lab"],
     )
-    report.set_dataset(dataset_summary(classes), sample_grid or png())
-    for seed, (name, best) in enumerate(models.items()):
-        epochs = fake_epochs(n_epochs, classes, best, seed)
-        drive(report.model_callback(name), fit_state(classes, n_epochs), epochs)
-        seconds = sum(e.seconds for e in epochs)
-        metrics = model_metrics(epochs, classes)
-        report.set_model_result(name, metrics, 1000 * (seed + 1), seconds, n_epochs, f"runs/{name}")
-    report.set_predictions(png("white"), "dev images, best model")
-    if gradcam:
-        report.set_gradcam(png("orange"), "Grad-CAM of the advanced model, last conv layer")
-    report.set_mistakes(png("gray"), [(classes[0], classes[1], 7), (classes[-1], classes[-2], 3)])
-    report.add_note("VGG16 trained on a CPU subset")
-    report.finish()
-    return report
+    for key, value in changes.items():
+        setattr(extras, key, value)
+    return extras
+
+
+def write_page(path: Path, runs: Sequence[Run], extras: Extras, live: bool = False) -> Path:
+    path.write_text(render(runs, extras, live), encoding="utf-8")
+    return path
 
 
 def without_bundle(page: str) -> str:
@@ -154,18 +164,18 @@ def section(page: str, anchor: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[LabReport, str]:
-    report = build_report(tmp_path_factory.mktemp("finished") / "report.html")
-    return report, report.path.read_text(encoding="utf-8")
+def finished() -> tuple[list[Run], str]:
+    runs = lab_runs()
+    return runs, render(runs, lab_extras())
 
 
 def test_report_is_one_offline_file(finished):
-    report, page = finished
-    assert report.path.is_file()
+    _, page = finished
     assert page.count(BUNDLE_HEAD) == 1
     rest = without_bundle(page)
     assert not re.search(r"<script[^>]*\ssrc\s*=", rest, re.I)
     assert not re.search(r"<link[^>]*href\s*=\s*[\"']?https?:", rest, re.I)
+    assert "report.css" not in page and "--accent: #0969da" in page  # the style is inlined
 
 
 def test_figures_are_drawn_by_the_inline_bundle(finished):
@@ -177,65 +187,39 @@ def test_figures_are_drawn_by_the_inline_bundle(finished):
     assert body.count("Plotly.newPlot(") == 1 + 2 * len(MODELS)
 
 
-def test_refresh_tag_while_training_and_not_after_finish(tmp_path):
-    report = LabReport(tmp_path / "report.html", "lab")
-    state = fit_state(planned=3)
-    callback = report.model_callback("simple")
-    callback.on_fit_start(state)
-    pages = []
-    for result in fake_epochs(3):
-        state.epoch = result.epoch
-        state.history.epochs.append(result)
-        callback.on_epoch_end(state)
-        pages.append(report.path.read_text())
-    assert all('http-equiv="refresh"' in p for p in pages)
-    assert "1 of 3" in pages[0] and "2 of 3" in pages[1]  # rewritten after every epoch
-    state.status = "finished"
-    callback.on_fit_end(state)
-    assert 'http-equiv="refresh"' in report.path.read_text()  # the next model may follow
-    report.finish()
-    assert "http-equiv" not in report.path.read_text()
+def test_the_same_runs_give_the_same_page_but_for_the_time():
+    pages = [render(lab_runs(), lab_extras()) for _ in range(2)]
+    stamp = re.compile(r"updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S*")
+    assert stamp.sub("", pages[0]) == stamp.sub("", pages[1])
 
 
-def test_an_interrupted_fit_ends_the_refresh(tmp_path):
-    report = LabReport(tmp_path / "report.html", "lab")
-    drive(report.model_callback("simple"), fit_state(), fake_epochs(2), end="interrupted")
-    page = report.path.read_text()
-    assert "http-equiv" not in page
-    assert "stopped: simple interrupted" in page.split("</header>")[0]
-    assert "interrupted" in section(page, "comparison")
-
-
-def test_a_real_fit_writes_the_report_through_its_callback(tmp_path):
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (24, 1, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(24) % 3
-    data = Dataset(images, labels, ["a", "b", "c"], [f"{i}.png" for i in range(24)])
-    report = LabReport(tmp_path / "report.html", "lab")
-    config = TrainConfig("simple", epochs=2, batch_size=8, device="cpu")
-    net = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 3))
-    history = fit(net, data, data, config, [report.model_callback("simple")])
-    page = report.path.read_text()
-    assert f"{history.last.dev_accuracy:.1%}" in section(page, "comparison")
-    assert "Plotly.newPlot(" in section(page, "models")
-
-
-def test_user_strings_are_escaped(tmp_path):
-    classes = ["<b>bold", "T & B", "plain"]
-    report = build_report(
-        tmp_path / "report.html", classes=classes, models={"<i>net": 0.7}, n_epochs=2
+def test_user_strings_are_escaped():
+    evil = "</script><script>alert(1)</script>"
+    classes = ["<b>bold", "T & B", evil]
+    runs = [
+        fake_run("simple", 0.7, 0, 2, classes, folder="<i>net"),
+        fake_run("simple", 0.6, 1, 2, classes, folder="plain"),  # named by folder: same model
+    ]
+    extras = lab_extras(
+        dataset=dataset_summary(classes), notes=[evil], title="<u>lab", sources=["<s>"]
     )
-    report.add_note("<script>alert(1)</script>")
-    report.finish()
-    rest = without_bundle(report.path.read_text())
+    rest = without_bundle(render(runs, extras))
     assert "&lt;b&gt;bold" in rest and "<b>bold" not in rest
     assert "&lt;i&gt;net" in rest and "<i>net" not in rest
+    assert "&lt;u&gt;lab" in rest and "<u>lab" not in rest
     assert "&lt;script&gt;alert(1)" in rest and "<script>alert" not in rest
+    # In the figures' JSON "<" is written \u003c: nothing in it can close its <script> element.
+    scripts = re.findall(r"<script>(.*?)</script>", rest, re.S)
+    assert len(scripts) == 1 + 2 * len(runs)
+    assert all("</" not in s and "<script" not in s for s in scripts)
+    assert "\\u003c/extra\\u003e" in scripts[-1]  # plotly's own <extra></extra> tag
+    assert "alert(1)" in scripts[-1]  # the class name, as plotly shows text
 
 
-def test_synthetic_banner_only_for_synthetic_data(tmp_path):
-    demo = build_report(tmp_path / "demo.html", True, models=ONE, n_epochs=2).path.read_text()
-    real = build_report(tmp_path / "real.html", False, models=ONE, n_epochs=2).path.read_text()
+def test_synthetic_banner_only_for_synthetic_data():
+    runs = lab_runs({"simple": 0.6})
+    demo = render(runs, lab_extras(synthetic=True))
+    real = render(runs, lab_extras(synthetic=False))
     header = demo.split("<header", 1)[1].split("</header>")[0]
     assert 'class="banner"' in header and "Synthetic demo data" in header
     assert "<title>[synthetic]" in demo
@@ -243,15 +227,16 @@ def test_synthetic_banner_only_for_synthetic_data(tmp_path):
 
 
 def test_comparison_lists_every_model_and_marks_the_best(finished):
-    report, page = finished
+    runs, page = finished
     table = section(page, "comparison")
-    for name, entry in report.models.items():
-        metrics = entry.result.metrics
-        assert name in table
-        assert f"{metrics['accuracy']:.1%}" in table
-        assert f"{metrics['balanced_accuracy']:.1%}" in table
-    best = max(report.models.values(), key=lambda e: e.result.metrics["accuracy"])
-    assert re.search(rf'<tr class="best"><td><a [^>]*>{best.name}</a>', table)
+    for run in runs:
+        assert run.config.model in table
+        assert f"{run.metrics['accuracy']:.1%}" in table
+        assert f"{run.metrics['balanced_accuracy']:.1%}" in table
+    best = max(runs, key=lambda r: r.metrics["accuracy"]).config.model
+    assert re.search(rf'<tr class="best"><td><a [^>]*>{best}</a>', table)
+    assert "VGG16 trained on a CPU subset" in table
+    assert "guessing uniformly scores 20.0%" in table
 
 
 def test_images_are_embedded_png_data(finished):
@@ -262,21 +247,129 @@ def test_images_are_embedded_png_data(finished):
     assert not re.search(r'<img src="(?!data:image/png;base64,)', page)
 
 
-def test_gradcam_placeholder_when_none_is_given(tmp_path):
-    page = build_report(tmp_path / "report.html", models=ONE, gradcam=False).path.read_text()
-    gradcam = section(page, "gradcam")
-    assert "No Grad-CAM grid" in gradcam and "<img" not in gradcam
+def test_missing_figures_say_how_to_make_them():
+    page = render(lab_runs({"simple": 0.6}), lab_extras(images=("samples",)))
+    hint = "bloodcells report runs/lab --explain"
+    for anchor in ("predictions", "gradcam", "mistakes"):
+        part = section(page, anchor)
+        assert "Not made: run" in part and hint in part and "<img" not in part
+    assert "Most-confused pairs" in section(page, "mistakes")  # from metrics.json, no model
 
 
-def test_writes_are_atomic(tmp_path):
-    build_report(tmp_path / "report.html", models=ONE, n_epochs=3)  # a write per epoch
-    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+def test_runs_alone_make_a_page_with_their_own_commands():
+    runs = [fake_run("simple", 0.6, 0), fake_run("advanced", 0.8, 1)]
+    page = render(runs, Extras(sources=["a", "b"]))
+    assert "No dataset summary in this report. The runs were trained on data/demo." in page
+    assert "bloodcells report a b --explain" in page
+    reproduce = section(page, "reproduce")
+    assert "bloodcells train --model simple" in reproduce and "runs/advanced" in reproduce
 
 
-def test_context_manager_finishes_and_notes_a_failure(tmp_path):
-    with pytest.raises(RuntimeError), LabReport(tmp_path / "report.html", "lab") as report:
-        report.write(live=True)
-        raise RuntimeError("out of memory")
-    page = report.path.read_text()
-    assert "http-equiv" not in page
-    assert "RuntimeError: out of memory" in page
+def test_runs_of_other_classes_are_shown_side_by_side():
+    runs = [fake_run("simple", 0.6, 0), fake_run("advanced", 0.8, 1, classes=["x", "y"])]
+    page = render(runs, Extras())
+    assert page.count('class="plotly-graph-div"') == 5
+    assert "Dev recall per class" not in page  # no common classes to compare recall on
+
+
+def test_live_page_shows_queued_models_and_reloads():
+    runs = [fake_run("simple", 0.6, 0, status="running")]
+    extras = lab_extras(images=("samples",), planned={"simple": 5, "advanced": 5, "vgg16": 3})
+    page = render(runs, extras, live=True)
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert "● live — simple: training, epoch" in page
+    assert "queued" in section(page, "comparison") and "Waiting to train." in page
+    assert "appear when training is done" in section(page, "mistakes")
+    done = render([fake_run("simple", 0.6, 0)], extras, live=True)
+    assert "● live — advanced: training, epoch 1 of 5" in done  # the next one has started
+    final = render([fake_run("simple", 0.6, 0)], extras)
+    assert "http-equiv" not in final and "not trained" in final
+
+
+def test_a_stopped_run_shows_in_the_status():
+    page = render([fake_run("simple", 0.6, status="interrupted")], Extras())
+    assert "stopped: simple interrupted" in page.split("</header>")[0]
+
+
+def test_extras_are_kept_in_the_folder(tmp_path):
+    extras = lab_extras(planned={"simple": 5}, explained="20260101-simple")
+    save_extras(tmp_path, extras)
+    back = read_extras(tmp_path)
+    assert back == Extras(**{**vars(extras), "sources": [], "skipped": []})
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        f"{k}.png" for k in IMAGES
+    )
+
+
+@pytest.mark.parametrize("make", ["missing", "file", "empty"])
+def test_a_path_without_runs_is_one_line(tmp_path, make):
+    path = tmp_path / "thing"
+    if make == "file":
+        path.write_text("x")
+    elif make == "empty":
+        path.mkdir()
+    with pytest.raises(RunError) as error:
+        load([path])
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_number_of_runs_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("bloodcells.report.MAX_RUNS", 2)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")  # counted before any is read
+    with pytest.raises(RunError, match="more than 2 runs"):
+        load([tmp_path])
+
+
+def test_a_damaged_lab_file_is_one_line(tmp_path):
+    (tmp_path / "lab.json").write_text("[1, 2")
+    with pytest.raises(RunError, match=r"lab\.json: unreadable"):
+        load([tmp_path])
+
+
+class Pages(Callback):
+    """Keeps the page as it is after every epoch (LabPage, before it, has written it)."""
+
+    def __init__(self, path: Path, stop_at: int | None = None) -> None:
+        self.path, self.stop_at, self.pages = path, stop_at, []
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.pages.append(self.path.read_text())
+        if state.epoch == self.stop_at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def easy(easy_root):
+    return load_dataset(easy_root, cache=False)
+
+
+def test_the_lab_page_is_rendered_from_the_runs_after_every_epoch(easy, tmp_path):
+    save_extras(tmp_path, Extras(title="lab", planned={"simple": 3, "advanced": 1}))
+    page = LabPage(tmp_path)
+    pages = Pages(page.path)
+    config = TrainConfig("simple", epochs=3, device="cpu")
+    run = start_training(easy, config, callbacks=[page, pages], run_dir=new_run_dir(tmp_path, "s"))
+    assert all('http-equiv="refresh"' in p for p in pages.pages)
+    for done, html in enumerate(pages.pages, start=1):  # the epochs column, per epoch
+        assert f'<td class="num">{done} of 3</td>' in section(html, "comparison")
+    finished = page.path.read_text()
+    assert 'http-equiv="refresh"' in finished  # the next model may follow
+    assert "● live — advanced: training, epoch 1 of 1" in finished
+    assert f"{run.metrics['accuracy']:.1%}" in section(finished, "comparison")
+    page.write(live=False)
+    assert "http-equiv" not in page.path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["lab.json", "report.html"]
+
+
+def test_an_interrupted_fit_ends_the_refresh(easy, tmp_path):
+    page = LabPage(tmp_path)
+    config = TrainConfig("simple", epochs=3, device="cpu")
+    callbacks = [page, Pages(page.path, stop_at=2)]
+    with pytest.raises(KeyboardInterrupt):
+        start_training(easy, config, callbacks=callbacks, run_dir=new_run_dir(tmp_path, "s"))
+    html = page.path.read_text()
+    assert "http-equiv" not in html
+    assert "stopped: simple interrupted" in html.split("</header>")[0]
+    assert "interrupted" in section(html, "comparison")

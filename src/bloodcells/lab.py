@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bloodcells.data import Splits, Transform, load_dataset
-from bloodcells.data.synthetic import SynthConfig, ensure_demo_set
+from bloodcells.data import Transform, load_dataset
+from bloodcells.data.synthetic import SYNTHETIC_NOTICE, SynthConfig, ensure_demo_set
+from bloodcells.devices import select_device
 from bloodcells.errors import BloodcellsError
+from bloodcells.files import write_atomic
 from bloodcells.models import MODELS, get_spec
-from bloodcells.runs import Run, new_run_dir, start_training, versions
-from bloodcells.train import Callback, TrainConfig, select_device
+from bloodcells.report import PAGE, STOPPED, explained_run, load, render
+from bloodcells.runs import Run, load_run, new_run_dir, start_training
+from bloodcells.train import Callback, FitState, TrainConfig
+from bloodcells.version import versions
 
-if TYPE_CHECKING:
-    import torch
-
-    from bloodcells.report import LabReport
-
+LAB_TITLE = "CNN Lab 1: classification of human blood cells"
 LAB_MODELS = ("simple", "advanced", "vgg16")
 LAB_EPOCHS = 5  # the lab's setting, used as is on a GPU
 MAX_EPOCHS = 1000
@@ -89,14 +87,49 @@ def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int 
     return train, None, ""
 
 
+class LabPage(Callback):
+    """folder/report.html, rendered from the folder's runs and extras (report.render); as a
+    fit() callback, rendered again after every epoch, live (refreshing) until a fit stops."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / PAGE
+        self._runs: dict[Path, tuple[tuple, Run]] = {}  # a run is read again when it changed
+
+    def write(self, live: bool) -> Path:
+        runs, extras = load([self.folder], self._load)
+        write_atomic(self.path, render(runs, extras, live=live))
+        return self.path
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.write(live=True)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.write(live=True)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.write(live=state.status not in STOPPED)  # the next model may follow
+
+    def _load(self, path: Path) -> Run:
+        stamp = tuple((f.name, f.stat().st_mtime_ns) for f in sorted(path.iterdir()))
+        if path not in self._runs or self._runs[path][0] != stamp:
+            self._runs[path] = (stamp, load_run(path))
+        return self._runs[path][1]
+
+
 def run_lab(
     config: LabConfig,
     callbacks_for: Callable[[str], list[Callback]] = lambda name: [],
     say: Callable[[str], None] = print,
 ) -> LabResult:
-    """Run the lab in its order and write runs/<time>-lab/report.html; return where."""
-    from bloodcells import figures
-    from bloodcells.report import LabReport
+    """Run the lab in its order into runs/<time>-lab/ and return where its report is.
+
+    The lab folder holds a run folder per model and the lab's extras (lab.json, figures/):
+    report.html is rendered from them after every epoch, and `bloodcells report LAB` makes
+    the same page again.
+    """
+    from bloodcells.figures import figure_png, sample_grid
+    from bloodcells.report import Extras, Image, add_explanations, save_extras
 
     models = check_models(config.models)
     device = select_device(config.device)
@@ -105,10 +138,12 @@ def run_lab(
     root = ensure_demo_set(config.demo, say) if synthetic else Path(config.data)
     gray = load_dataset(root, Transform(32, 1))  # the data layer's errors come before training
     lab_dir = new_run_dir(config.out, "lab")
-    report = LabReport(
-        lab_dir / "report.html",
-        title="CNN Lab 1: classification of human blood cells",
+    samples = figure_png(sample_grid(gray.train, seed=config.seed))
+    extras = Extras(
+        title=LAB_TITLE,
         synthetic=synthetic,
+        dataset=gray.summary(),
+        notes=list(config.notes),
         meta={
             "command": shlex.join(["bloodcells", *sys.argv[1:]]),
             "data": str(root),
@@ -116,71 +151,40 @@ def run_lab(
             "device": str(device),
             "versions": versions(),
         },
+        planned={name: train.epochs for name, (train, _, _) in plans.items()},
+        images={"samples": Image(samples, "Sample images per class.")},
     )
+    page = LabPage(lab_dir)
+    save_extras(lab_dir, extras)
+    page.write(live=True)
     if synthetic:
-        from bloodcells.data.synthetic import SYNTHETIC_NOTICE
-
         say(SYNTHETIC_NOTICE)
-    report.set_dataset(gray.summary(), figures.figure_png(figures.sample_grid(gray.train)))
-    report.write(live=True)
-    say(f"report (updates while training): {report.path}")
+    say(f"report (updates while training): {page.path}")
 
     runs: dict[str, Run] = {}
-    for name, (train_config, per_class, note) in plans.items():
-        splits = gray if train_config.channels == 1 else load_dataset(root, Transform(32, 3))
-        if per_class is not None:
-            splits = splits.train_subset(per_class, config.seed)
-        if note:
-            say(note)
-            report.add_note(note)
-        say(f"training {name}: {train_config.epochs} epochs, {len(splits.train)} images")
-        start = time.perf_counter()
-        run = start_training(
-            splits,
-            train_config,
-            callbacks=[report.model_callback(name), *callbacks_for(name)],
-            run_dir=new_run_dir(lab_dir, name),
-        )
-        runs[name] = run
-        report.set_model_result(
-            name,
-            metrics=run.metrics,
-            parameters=run.info["parameters"],
-            seconds=time.perf_counter() - start,
-            epochs=len(run.history),
-            run_dir=str(run.path),
-        )
-        report.write(live=True)
-
-    _explain(report, runs, gray, root, config, device, say)
-    report.finish()
-    return LabResult(lab_dir, report.path, runs, synthetic)
-
-
-def _explain(
-    report: LabReport,
-    runs: dict[str, Run],
-    gray: Splits,
-    root: Path,
-    config: LabConfig,
-    device: torch.device,
-    say: Callable[[str], None],
-) -> None:
-    """Predictions, top losses and Grad-CAM of the advanced CNN (or the last model trained)."""
-    from bloodcells import explain, figures
-    from bloodcells.metrics import most_confused
-
-    name = "advanced" if "advanced" in runs else next(reversed(runs))
-    run = runs[name]
-    dev = gray.test if run.config.channels == 1 else run.load_data(root).test
-    model = run.load_model(device)
-    say(f"predictions, mistakes and Grad-CAM of the {name} model")
-    report.set_predictions(
-        figures.figure_png(figures.prediction_grid(model, dev, seed=config.seed, device=device))
-    )
-    pairs = most_confused(run.metrics["confusion_matrix"], run.classes)
-    report.set_mistakes(
-        figures.figure_png(figures.top_losses_figure(model, dev, device=device)), pairs
-    )
-    cam = explain.gradcam_figure(model, dev, n=config.cams, seed=config.seed, device=device)
-    report.set_gradcam(figures.figure_png(cam), f"Grad-CAM of the {name} model on dev images")
+    try:
+        for name, (train_config, per_class, note) in plans.items():
+            splits = gray if train_config.channels == 1 else load_dataset(root, Transform(32, 3))
+            if per_class is not None:
+                splits = splits.train_subset(per_class, config.seed)
+            if note:
+                say(note)
+                extras.notes.append(note)
+                save_extras(lab_dir, extras)
+            say(f"training {name}: {train_config.epochs} epochs, {len(splits.train)} images")
+            runs[name] = start_training(
+                splits,
+                train_config,
+                callbacks=[page, *callbacks_for(name)],
+                run_dir=new_run_dir(lab_dir, name),
+            )
+        explained = explained_run(list(runs.values()))
+        say(f"predictions, mistakes and Grad-CAM of the {explained.config.model} model")
+        add_explanations(extras, explained, str(device), config.seed, config.cams)
+    except BaseException as exc:  # Ctrl-C too: the page says why it ends here, and stops
+        extras.notes.append(f"The lab stopped early: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        save_extras(lab_dir, extras)
+        page.write(live=False)
+    return LabResult(lab_dir, page.path, runs, synthetic)

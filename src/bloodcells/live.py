@@ -1,10 +1,8 @@
 """Following training as it runs: fit() callbacks for the terminal (rich), the notebook (plotly
-widgets) and the run folder (PNG files), and the plotly figures the HTML report shares."""
+widgets) and the run folder (PNG files). The figures themselves are in charts.py."""
 
 from __future__ import annotations
 
-import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bloodcells.charts import (
+    LOSS_TRACES,
+    confusion_figure,
+    confusion_layout,
+    confusion_trace,
+    epoch_caption,
+    loss_figure,
+    loss_layout,
+    loss_traces,
+)
+from bloodcells.files import write_atomic
 from bloodcells.metrics import row_percentages
-from bloodcells.runs import write_atomic
 from bloodcells.train import Callback, EpochResult, FitState
 
 COLUMNS = (("epoch", 7), ("train loss", 11), ("dev loss", 10), ("dev acc", 9), ("seconds", 9))
@@ -78,108 +86,6 @@ class TerminalProgress(Callback):
         return table
 
 
-# Figures shared by the notebook live plot and the HTML report, made of plain plotly dicts:
-# building a go.Figure from them in one go is several times faster than filling one in.
-
-LOSS_TRACES = ("training loss", "dev loss")
-FIGURE_STYLE = {
-    "template": "none",  # plotly's named templates cost about 0.1 s per figure built
-    "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13},
-    "paper_bgcolor": "white",
-    "plot_bgcolor": "white",
-}
-LEGEND_ON_TOP = {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"}
-
-
-def plotly_label(text: str) -> str:
-    """`text` as plotly shows it literally (plotly reads <b>, <br>, … in labels as markup)."""
-    return html.escape(str(text), quote=False)
-
-
-def loss_traces(epochs: Sequence[EpochResult]) -> list[dict]:
-    """Training and dev loss per epoch, as two plotly scatter traces."""
-    x = [e.epoch for e in epochs]
-    losses = ([e.train_loss for e in epochs], [e.dev_loss for e in epochs])
-    return [
-        {"type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y}
-        for name, y in zip(LOSS_TRACES, losses, strict=True)
-    ]
-
-
-def loss_layout(title: str, epochs: Sequence[EpochResult], planned: int | None = None) -> dict:
-    """The loss chart's layout; with `planned`, the x axis spans every planned epoch."""
-    last = max([planned or 0, *(e.epoch for e in epochs), 1])
-    return {
-        **FIGURE_STYLE,
-        "title": {"text": plotly_label(title), "x": 0, "xref": "paper"},
-        "xaxis": {"title": "epoch", "range": [0.5, last + 0.5], "dtick": 1 if last <= 20 else None},
-        "yaxis": {"title": "loss (mean per image)", "rangemode": "tozero"},
-        "legend": LEGEND_ON_TOP,
-        "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
-        "hovermode": "x unified",
-    }
-
-
-def loss_figure(
-    epochs: Sequence[EpochResult] = (), planned: int | None = None, title: str = "Loss", **layout
-) -> go.Figure:
-    """Training and dev loss per epoch; `layout` overrides (height=...) go in unchecked."""
-    return go.Figure(loss_traces(epochs), {**loss_layout(title, epochs, planned), **layout})
-
-
-def confusion_trace(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> dict:
-    """Confusion counts (rows true, columns predicted) as a heatmap of row percentages."""
-    counts = np.asarray(matrix)
-    share = row_percentages(counts)
-    labels = [plotly_label(c) for c in classes]
-    return {
-        "type": "heatmap",
-        "z": share,
-        "x": labels,
-        "y": labels,
-        "text": [[f"{100 * v:.0f}%" for v in row] for row in share],
-        "customdata": counts,
-        "texttemplate": "%{text}",
-        "colorscale": "Blues",
-        "zmin": 0,
-        "zmax": 1,
-        "colorbar": {"tickformat": ".0%", "thickness": 12},
-        "hovertemplate": "true %{y}, predicted %{x}: %{text} (%{customdata} images)<extra></extra>",
-    }
-
-
-def confusion_layout(title: str) -> dict:
-    """A square matrix, true classes top to bottom, predicted classes left to right."""
-    return {
-        **FIGURE_STYLE,
-        "title": {"text": plotly_label(title), "x": 0, "xref": "paper"},
-        "xaxis": {"title": "predicted", "type": "category", "constrain": "domain"},
-        "yaxis": {
-            "title": "true",
-            "type": "category",
-            "autorange": "reversed",
-            "scaleanchor": "x",
-            "constrain": "domain",
-        },
-        "margin": {"l": 90, "r": 20, "t": 60, "b": 80},
-    }
-
-
-def confusion_figure(
-    matrix: Sequence[Sequence[int]],
-    classes: Sequence[str],
-    title: str = "Confusion matrix (dev)",
-    **layout,
-) -> go.Figure:
-    """The dev confusion matrix as the lab shows it; `layout` overrides go in unchecked."""
-    return go.Figure([confusion_trace(matrix, classes)], {**confusion_layout(title), **layout})
-
-
-def epoch_caption(epoch: EpochResult) -> str:
-    """'epoch 3, dev accuracy 87.3%': what a confusion matrix title says it shows."""
-    return f"epoch {epoch.epoch}, dev accuracy {epoch.dev_accuracy:.1%}"
-
-
 class LivePlot(Callback):
     """The lab's notebook live plot: loss curves and the dev confusion matrix after each epoch.
 
@@ -191,7 +97,7 @@ class LivePlot(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.title = title
         n = len(self.class_names or ())
-        self.loss = _widget(loss_figure(title=self._title("loss"), height=380))
+        self.loss = _widget(loss_figure(title=self._title("loss")))
         self.matrix = _widget(
             confusion_figure(
                 np.zeros((n, n), int),
@@ -281,7 +187,9 @@ def _loss_png(epochs: Sequence[EpochResult], title: str) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    from bloodcells.figures import figure_png
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
     x = [e.epoch for e in epochs]
     ax.plot(x, [e.train_loss for e in epochs], marker="o", label=LOSS_TRACES[0])
@@ -291,17 +199,19 @@ def _loss_png(epochs: Sequence[EpochResult], title: str) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _confusion_png(epoch: EpochResult, classes: Sequence[str], model: str) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
 
+    from bloodcells.figures import figure_png
+
     share = row_percentages(epoch.confusion)
     n = len(classes)
     side = 2.5 + 0.8 * n
-    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), value in np.ndenumerate(share):
@@ -311,13 +221,4 @@ def _confusion_png(epoch: EpochResult, classes: Sequence[str], model: str) -> by
     ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted", ylabel="true", title=f"{model}: {epoch_caption(epoch)}")
     fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), shrink=0.8)
-    return _png(fig)
-
-
-def _png(fig) -> bytes:
-    """A matplotlib Figure as PNG bytes, drawn with Agg (no pyplot, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
-    return buffer.getvalue()
+    return figure_png(fig)

@@ -1,685 +1,382 @@
-"""The self-contained HTML lab report: one file that opens offline, rewritten while models train.
+"""The HTML report: one self-contained page, a view over run folders.
 
-plotly's JavaScript is inlined once in the page head (never a CDN) and every image is a PNG data
-URL, so report.html can be mailed, archived or opened with no network. The report hears about
-training through the same fit() callbacks as the terminal and the notebook: after every epoch it
-rewrites the page (atomically), and while training goes on the page carries a refresh tag, so a
-browser shows the run as it goes, without Jupyter.
-
-    report = LabReport(Path("runs/lab/report.html"), "CNN lab", synthetic=True)
-    report.set_dataset(splits.summary(), sample_grid_png)
-    fit(model, splits.train, splits.test, config, [report.model_callback("simple")])
-    report.set_model_result("simple", run.metrics, parameters, seconds, epochs, str(run.path))
-    report.finish()
+`render(runs, extras)` makes the page from what run folders hold and from the extras a lab
+adds (dataset summary, image grids, notes, how it was made), which the lab keeps in its own
+folder (lab.json, figures/): so `bloodcells report LAB` rebuilds the page the lab wrote, and any
+run folders make the same kind of page. plotly.js is inlined once and every image is a PNG data
+URL: the page opens offline. Markup: templates/report.html (Jinja2, autoescaped) and report.css.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import json
 import shlex
-import string
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import plotly
 import plotly.graph_objects as go
 import plotly.offline
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-from bloodcells.live import (
-    FIGURE_STYLE,
-    LEGEND_ON_TOP,
-    confusion_figure,
-    loss_figure,
-    plotly_label,
-)
-from bloodcells.metrics import row_percentages
-from bloodcells.models import count_parameters
-from bloodcells.runs import metrics_from_confusion, versions, write_atomic
-from bloodcells.train import Callback, EpochResult, FitState
+from bloodcells import charts
+from bloodcells.errors import RunError
+from bloodcells.files import write_atomic
+from bloodcells.metrics import most_confused, row_percentages
+from bloodcells.runs import CONFIG, Run, load_run
+from bloodcells.version import versions
 
 REFRESH_SECONDS = 5
-PLOTLY_CONFIG = {
-    "displaylogo": False,
-    "responsive": True,
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "pan2d", "zoomIn2d", "zoomOut2d"],
-}
-FIGURE_HEIGHT = 380
-SYNTHETIC_BANNER = (
-    "<strong>Synthetic demo data.</strong> These images are procedurally drawn cells from "
-    "bloodcells' built-in demo set, not microscopy of real blood cells. The numbers below show "
-    "that the pipeline works; they say nothing about how well these models classify real cells."
-)
-GRADCAM_LATER = "<strong>No Grad-CAM grid yet.</strong> It appears when training is done."
-GRADCAM_MISSING = (
-    "<strong>No Grad-CAM grid in this report.</strong> Grad-CAM was not run for this report; "
-    "make one with <code>bloodcells gradcam RUN -o cam.png</code>."
-)
-MARKED = ' class="best"'
-STOPPED = ("interrupted", "failed")  # a fit that ends like this ends the whole session
-
-
-def escape(value: object) -> str:
-    """Any value as text safe inside HTML elements and attributes."""
-    return html.escape(str(value))
+MAX_RUNS = 200  # on one page: each run adds two figures, and reading one reads its checkpoint
+LAB_FILE, FIGURES, PAGE = "lab.json", "figures", "report.html"
+IMAGES = ("samples", "predictions", "top_losses", "gradcam")  # the extra images, by name
+STOPPED = ("interrupted", "failed", "diverged")  # a fit that ends like this ends the lab
+PILL = {"finished": "done", "training": "live", "queued": "queued", "not trained": "queued"}
 
 
 @dataclass
-class ModelResult:
-    """A model's final numbers, as set_model_result gives them."""
+class Image:
+    """A PNG the page embeds, and what it shows."""
 
-    metrics: dict
-    parameters: int
-    seconds: float
-    epochs: int
-    run_dir: str
+    png: bytes
+    caption: str = ""
 
 
 @dataclass
-class ModelEntry:
-    """What the report knows about one model: its fit as it goes and, at the end, its result."""
+class Extras:
+    """What a page shows besides its runs; a lab keeps them in its folder (`save_extras`)."""
+
+    title: str = "bloodcells report"
+    synthetic: bool = False  # the built-in demo set: a banner says the numbers mean nothing
+    dataset: dict | None = None  # Splits.summary()
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # command, data, seed, device, versions
+    planned: dict[str, int] = field(default_factory=dict)  # the lab's models: their epochs
+    explained: str | None = None  # the run folder that predictions, mistakes, CAMs are of
+    images: dict[str, Image] = field(default_factory=dict)  # keyed by IMAGES
+    sources: list[str] = field(default_factory=list)  # not saved: the folders given to `load`
+    skipped: list[str] = field(default_factory=list)  # not saved: run folders not readable
+
+
+SAVED = ("title", "synthetic", "dataset", "notes", "meta", "planned", "explained")
+
+
+def save_extras(folder: Path, extras: Extras) -> None:
+    """Write `extras` into `folder`: figures/<name>.png and lab.json, each atomically."""
+    (folder / FIGURES).mkdir(parents=True, exist_ok=True)
+    for name, image in extras.images.items():
+        write_atomic(folder / FIGURES / f"{name}.png", image.png)
+    saved = {name: getattr(extras, name) for name in SAVED}
+    saved["images"] = {name: image.caption for name, image in extras.images.items()}
+    write_atomic(folder / LAB_FILE, json.dumps(saved, indent=2))
+
+
+def read_extras(folder: Path) -> Extras | None:
+    """The extras saved in `folder`, or None when it has none."""
+    file = folder / LAB_FILE
+    if not file.is_file():
+        return None
+    try:
+        saved = json.loads(file.read_text(encoding="utf-8"))
+        extras = Extras(**{name: saved[name] for name in SAVED if name in saved})
+        captions = dict(saved.get("images", {}))
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise RunError(
+            f"{file}: unreadable ({type(exc).__name__}); the lab folder is damaged"
+        ) from exc
+    for name in IMAGES:
+        if name in captions and (folder / FIGURES / f"{name}.png").is_file():
+            png = (folder / FIGURES / f"{name}.png").read_bytes()
+            extras.images[name] = Image(png, str(captions[name]))
+    return extras
+
+
+def load(
+    paths: Sequence[str | Path], load_one: Callable[[Path], Run] = load_run
+) -> tuple[list[Run], Extras]:
+    """The runs in `paths` (run folders, or folders holding them, as a lab's does) and, when
+    one folder is given, its extras. A RunError names a path that holds no run."""
+    if not paths:
+        raise RunError("no run folders given")
+    runs: dict[Path, Run] = {}
+    extras, skipped = None, []
+    for path in map(Path, paths):
+        lab = None
+        if (path / CONFIG).is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
+            lab = read_extras(path)
+            if not found and lab is None:
+                raise RunError(
+                    f"{path}: not a run folder, nor a folder of run folders (no {CONFIG} in it "
+                    "or its subfolders); bloodcells train and bloodcells lab make them"
+                )
+        else:
+            what = "not a folder" if path.exists() else "no such folder"
+            raise RunError(f"{path}: {what}; give run folders or a lab's folder")
+        if len(runs) + len(found) > MAX_RUNS:
+            raise RunError(f"{path}: more than {MAX_RUNS} runs for one page; give fewer")
+        for folder in found:
+            try:
+                runs.setdefault(folder.resolve(), load_one(folder))
+            except RunError as exc:  # in a folder of runs: one killed before its first epoch
+                if folder == path:
+                    raise
+                skipped.append(f"not shown: {exc}")
+        extras = lab if len(paths) == 1 else None
+    extras = extras or Extras()
+    extras.sources, extras.skipped = [str(p) for p in paths], skipped
+    return list(runs.values()), extras
+
+
+def write_report(
+    paths: Sequence[str | Path], out: Path, explain: bool = False, device: str | None = None
+) -> list[Run]:
+    """Write the page of `paths` (see `load`) to `out`; `explain` makes the missing figures."""
+    runs, extras = load(paths)
+    if explain and runs:
+        add_explanations(extras, explained_run(runs, extras.explained), device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, render(runs, extras))
+    return runs
+
+
+def explained_run(runs: Sequence[Run], folder: str | None = None) -> Run:
+    """The run whose predictions, mistakes and CAMs a page shows: the run folder named
+    `folder`, else the first advanced CNN (the lab's choice), else the last run."""
+    advanced = next((r for r in runs if r.config.model == "advanced"), runs[-1])
+    return next((r for r in runs if r.name == folder), advanced)
+
+
+def add_explanations(
+    extras: Extras, run: Run, device: str | None = None, seed: int = 0, cams: int = 6
+) -> None:
+    """Add what `extras` lacks, made from `run`: predictions, top losses and Grad-CAM of its
+    model on its dev images, its dataset's summary and sample images. Every figure is made
+    here, by the module that owns it (adapt a call here when a signature changes)."""
+    from bloodcells.devices import select_device
+    from bloodcells.evaluation import evaluate
+    from bloodcells.explain import gradcam_figure
+    from bloodcells.figures import figure_png, prediction_grid, sample_grid, top_losses_figure
+
+    device_ = str(select_device(device))
+    splits = run.load_data()
+    dev, model, name = splits.test, run.load_model(device_), run.config.model
+    extras.explained, extras.dataset = run.name, extras.dataset or splits.summary()
+    makers = {
+        "samples": lambda: sample_grid(splits.train, seed=seed),
+        "predictions": lambda: prediction_grid(model, dev, seed=seed, device=device_),
+        "top_losses": lambda: top_losses_figure(evaluate(model, dev, device_), dev),
+        "gradcam": lambda: gradcam_figure(model, dev, n=cams, seed=seed, device=device_),
+    }
+    captions = {
+        "samples": "Sample images per class.",
+        "predictions": f"The {name} model on random dev images",
+        "top_losses": f"The {name} model's most confidently wrong dev images",
+        "gradcam": f"Grad-CAM of the {name} model on dev images",
+    }
+    for key, make in makers.items():
+        if key not in extras.images:
+            extras.images[key] = Image(figure_png(make()), captions[key])
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
+    """The whole page as HTML; `live` adds the refresh tag: training goes on."""
+    models = _models(runs, extras, live)
+    classes = {tuple(r.classes) for r in runs}
+    shared = list(classes.pop()) if len(classes) == 1 else []  # the classes, if all share them
+    explained = explained_run(runs, extras.explained) if runs else None
+    accuracy = charts.accuracy_figure(
+        {m.name: m.history for m in models}, 1 / len(shared) if shared else None
+    )
+    return _template().render(
+        extras=extras,
+        live=live,
+        refresh_seconds=REFRESH_SECONDS,
+        plotlyjs=_plotly_js(),
+        plotly_config=charts.PLOTLY_CONFIG,
+        status=_status(models, live),
+        run_line=" · ".join(_run_line(runs, extras)),
+        models=models,
+        baseline=runs[0].metrics if shared else {},
+        notes=extras.notes + ([] if live else extras.skipped),
+        accuracy=_plot(accuracy, "accuracy"),
+        recall=_recall(models, shared),
+        dataset=extras.dataset,
+        trained_on=sorted({str(r.data_root) for r in runs if r.data_root}),
+        images=extras.images,
+        explained=explained,
+        pairs=most_confused(explained.metrics.get("confusion_matrix") or [], explained.classes)
+        if explained
+        else [],
+        explain_command=shlex.join(["bloodcells", "report", *extras.sources, "--explain"]),
+        commands=_commands(runs, extras),
+        settings=_settings(runs, extras, models),
+        version=versions()["bloodcells"],
+    )
+
+
+@dataclass
+class Model:
+    """A row of the comparison and a card: a run, or a model the lab has still to train."""
 
     name: str
-    status: str = "queued"
-    planned_epochs: int | None = None
-    classes: list[str] = field(default_factory=list)
-    history: list[EpochResult] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)  # lr, batch size, seed, device, parameters
-    result: ModelResult | None = None
+    run: Run | None = None
+    planned: int | None = None  # epochs
+    status: str = "finished"  # or training, queued, not trained, interrupted, diverged, failed
+    metrics: dict = field(default_factory=dict)  # metrics.json
+    history: list = field(default_factory=list)  # an EpochResult per epoch
+    id: str = ""
+    best: bool = False
 
-    def start(self, state: FitState) -> None:
-        """Take the model's settings from the fit that begins."""
-        config = state.config
-        self.planned_epochs = config.epochs
-        self.classes = list(state.classes)
-        self.settings = {
-            "learning rate": f"{config.learning_rate:g}",
-            "batch size": config.batch_size,
-            "seed": config.seed,
-            "device": str(state.device),
-            "parameters": count_parameters(state.model),
-        }
-        self.record(state)
-
-    def record(self, state: FitState) -> None:
-        """Take the epochs so far and the fit's status."""
-        self.history = list(state.history.epochs)
-        self.status = "training" if state.status == "running" else state.status
+    @classmethod
+    def of(cls, name: str, run: Run) -> Model:
+        status = run.metrics.get("status", "finished")
+        status = "training" if status == "running" else status
+        return cls(name, run, run.config.epochs, status, run.metrics, run.history.epochs)
 
     @property
-    def confusion(self) -> list[list[int]] | None:
-        if self.result and "confusion_matrix" in self.result.metrics:
-            return self.result.metrics["confusion_matrix"]
-        return self.history[-1].confusion if self.history else None
-
-    @property
-    def accuracy(self) -> float | None:
-        if self.result:
-            return self.result.metrics.get("accuracy")
-        return self.history[-1].dev_accuracy if self.history else None
-
-    @property
-    def balanced_accuracy(self) -> float | None:
-        if self.result:
-            return self.result.metrics.get("balanced_accuracy")
-        if not self.history or not self.classes:
-            return None
-        return metrics_from_confusion(self.history[-1].confusion, self.classes)["balanced_accuracy"]
-
-    @property
-    def parameters(self) -> int | None:
-        return self.result.parameters if self.result else self.settings.get("parameters")
-
-    @property
-    def seconds(self) -> float | None:
-        if self.result:
-            return self.result.seconds
-        return sum(e.seconds for e in self.history) if self.history else None
-
-    @property
-    def epochs_text(self) -> str:
-        done = self.result.epochs if self.result else len(self.history)
-        if self.status == "training" and self.planned_epochs:
-            return f"{done} of {self.planned_epochs}"
-        return str(done)
+    def kind(self) -> str:
+        return PILL.get(self.status, "bad")
 
     @property
     def status_text(self) -> str:
-        if self.status == "training" and self.planned_epochs:
-            epoch = min(len(self.history) + 1, self.planned_epochs)
-            return f"training, epoch {epoch} of {self.planned_epochs}"
+        if self.status == "training" and self.planned:
+            epoch = min(len(self.history) + 1, self.planned)
+            return f"training, epoch {epoch} of {self.planned}"
         return self.status
 
+    @property
+    def epochs_text(self) -> str:
+        done = len(self.history)
+        training = self.status == "training" and self.planned
+        return f"{done} of {self.planned}" if training else str(done)
 
-class _ModelCallback(Callback):
-    """Records one model's fit into a LabReport and rewrites the page as it goes."""
+    @property
+    def seconds(self) -> float | None:
+        total = sum(e.seconds for e in self.history) if self.history else None
+        return self.metrics.get("train_seconds", total)
 
-    def __init__(self, report: LabReport, entry: ModelEntry) -> None:
-        self.report = report
-        self.entry = entry
-
-    def on_fit_start(self, state: FitState) -> None:
-        self.entry.start(state)
-        self.report.write(live=True)
-
-    def on_epoch_end(self, state: FitState) -> None:
-        self.entry.record(state)
-        self.report.write(live=True)
-
-    def on_fit_end(self, state: FitState) -> None:
-        # A finished fit keeps the page live: the next model or finish() follows.
-        self.entry.record(state)
-        self.report.write(live=state.status not in STOPPED)
-
-
-class LabReport:
-    """The lab as one self-contained report.html, kept current while models train.
-
-    Call finish() at the end (or use the report as a context manager): until then the page
-    reloads itself every few seconds.
-    """
-
-    def __init__(
-        self, path: Path, title: str, synthetic: bool = False, meta: dict | None = None
-    ) -> None:
-        self.path = Path(path)
-        self.title = title
-        self.synthetic = synthetic
-        self.meta = {"command": shlex.join(sys.argv), **(meta or {})}
-        self.notes: list[str] = _as_list(self.meta.pop("notes", []))
-        self.models: dict[str, ModelEntry] = {}
-        self.dataset: dict | None = None
-        self.sample_grid: bytes | None = None
-        self.predictions: tuple[bytes, str] | None = None
-        self.gradcam: tuple[bytes, str] | None = None
-        self.mistakes: tuple[bytes | None, list[tuple[str, str, int]], str] | None = None
-        self.live = False
-        self._plots: dict[str, tuple[tuple, str]] = {}  # model name -> (what it shows, HTML)
-
-    def __enter__(self) -> LabReport:
-        return self
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if exc is not None:
-            self.add_note(f"The lab stopped early: {kind.__name__}: {exc}")
-        self.finish()
-
-    def set_dataset(self, summary: dict, sample_grid_png: bytes | None = None) -> None:
-        """The dataset table (from Splits.summary()) and an optional grid of sample images."""
-        self.dataset = summary
-        self.sample_grid = sample_grid_png
-
-    def model_callback(self, name: str) -> Callback:
-        """A fit() callback recording model `name` per epoch and rewriting the page."""
-        return _ModelCallback(self, self._entry(name))
-
-    def set_model_result(
-        self,
-        name: str,
-        metrics: dict,
-        parameters: int,
-        seconds: float,
-        epochs: int,
-        run_dir: str,
-        history: Sequence[EpochResult] | None = None,
-    ) -> None:
-        """A model's final numbers (metrics as in metrics.json); `history` if no callback saw it."""
-        entry = self._entry(name)
-        entry.result = ModelResult(metrics, parameters, seconds, epochs, str(run_dir))
-        if history is not None:
-            entry.history = list(history)
-        if not entry.classes:
-            entry.classes = list(metrics.get("classes", []))
-        if entry.status in ("queued", "training"):
-            entry.status = "finished"
-
-    def set_predictions(self, png: bytes, caption: str = "") -> None:
-        """A grid of dev images with true and predicted classes."""
-        self.predictions = (png, caption)
-
-    def set_gradcam(self, png: bytes, caption: str) -> None:
-        """A Grad-CAM grid and what it shows (which model, which layer)."""
-        self.gradcam = (png, caption)
-
-    def set_mistakes(
-        self, png: bytes | None, pairs: list[tuple[str, str, int]], caption: str = ""
-    ) -> None:
-        """The top losses as an image grid and the most-confused (true, predicted, count) pairs."""
-        self.mistakes = (png, list(pairs), caption)
-
-    def add_note(self, text: str) -> None:
-        """A note shown next to the comparison, e.g. 'VGG16 trained on a CPU subset'."""
-        self.notes.append(text)
-
-    def write(self, live: bool) -> None:
-        """Write the page atomically; `live` adds the refresh tag."""
-        self.live = live
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, self.render())
-
-    def finish(self) -> None:
-        """The final page, without the refresh tag."""
-        self.write(live=False)
-
-    def render(self) -> str:
-        """The whole page as HTML."""
-        refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">\n' if self.live else ""
-        sections = (
-            self._comparison_section(),
-            self._dataset_section(),
-            self._models_section(),
-            self._predictions_section(),
-            self._gradcam_section(),
-            self._mistakes_section(),
-            self._reproduce_section(),
-        )
-        return PAGE.substitute(
-            refresh=refresh,
-            title=escape(("[synthetic] " if self.synthetic else "") + self.title),
-            style=STYLE,
-            plotlyjs=_plotly_js(),
-            header=self._header(),
-            nav=self._nav(),
-            sections="\n".join(sections),
-            footer=f"bloodcells {escape(versions()['bloodcells'])} · a self-contained page: "
-            "it opens offline",
-        )
-
-    def _entry(self, name: str) -> ModelEntry:
-        return self.models.setdefault(name, ModelEntry(name))
-
-    def _classes(self) -> list[str]:
-        if self.dataset:
-            return list(self.dataset.get("classes", []))
-        return next((e.classes for e in self.models.values() if e.classes), [])
-
-    # -- page parts ------------------------------------------------------------------------
-
-    def _header(self) -> str:
-        banner = f'<div class="banner">{SYNTHETIC_BANNER}</div>' if self.synthetic else ""
-        return (
-            f'<header class="top"><div class="wrap"><h1>{escape(self.title)}</h1>'
-            f'<p class="meta">{self._status_pill()} {self._run_line()}</p>{banner}</div></header>'
-        )
-
-    def _status_pill(self) -> str:
-        if not self.live:
-            stopped = [e for e in self.models.values() if e.status in STOPPED]
-            if stopped:
-                return _pill(f"stopped: {stopped[0].name} {stopped[0].status}", "bad")
-            return _pill("finished", "done")
-        training = [e for e in self.models.values() if e.status == "training"]
-        what = f"{training[0].name}: {training[0].status_text}" if training else "in progress"
-        return _pill(f"● live — {what} — this page reloads every {REFRESH_SECONDS} s", "live")
-
-    def _run_line(self) -> str:
-        stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-        facts = [f"updated {stamp}"]
-        facts += [f"{k} {self._setting(k)}" for k in ("seed", "device") if self._setting(k)]
-        if self.dataset:
-            facts.append(f"data {self.dataset.get('root', '')}")
-        return escape(" · ".join(facts))
-
-    def _setting(self, key: str) -> str:
-        """meta[key], else the value(s) the models were trained with."""
-        if key in self.meta:
-            return str(self.meta[key])
-        seen = {str(e.settings[key]) for e in self.models.values() if key in e.settings}
-        return ", ".join(sorted(seen))
-
-    def _nav(self) -> str:
-        links = [("comparison", "Comparison"), ("dataset", "Dataset")]
-        links += [(_model_id(i), name) for i, name in enumerate(self.models)]
-        links += [
-            ("predictions", "Predictions"),
-            ("gradcam", "Grad-CAM"),
-            ("mistakes", "Mistakes"),
-            ("reproduce", "Reproduce"),
-        ]
-        items = "".join(f'<a href="#{anchor}">{escape(text)}</a>' for anchor, text in links)
-        return f'<nav class="toc"><div class="wrap">{items}</div></nav>'
-
-    def _comparison_section(self) -> str:
-        if not self.models:
-            body = _placeholder("No model trained yet.") + self._notes()
-            return _section("comparison", "Comparison", body)
-        best = _best(self.models.values())
-        rows = [
-            [
-                f'<a href="#{_model_id(i)}">{escape(e.name)}</a>'
-                + (" " + _pill("best", "done") if e.name == best else ""),
-                _status(e),
-                _accuracy_cell(e.accuracy),
-                _percent(e.balanced_accuracy),
-                f"{e.parameters:,}" if e.parameters is not None else "–",
-                _duration(e.seconds),
-                escape(e.epochs_text),
-            ]
-            for i, e in enumerate(self.models.values())
-        ]
-        head = ["model", "status", "dev accuracy", "balanced accuracy", "parameters"]
-        head += ["training time", "epochs"]
-        table = _table(head, rows, numeric={2, 3, 4, 5, 6}, marked={_index(self.models, best)})
-        chart = _figure_html(self._accuracy_figure())
-        body = f"{table}{self._baseline_line()}{self._notes()}"
-        body += f'<div class="split"><div>{chart}</div><div>{self._recall_table()}</div></div>'
-        return _section("comparison", "Comparison", f'<div class="card">{body}</div>')
-
-    def _recall_table(self) -> str:
-        """Dev recall of every class for every model, the best of each class in bold."""
-        classes = self._classes()
-        found = {
-            e.name: np.diag(row_percentages(e.confusion))
-            for e in self.models.values()
-            if e.confusion is not None and len(e.confusion) == len(classes)
-        }
-        if not found:
-            return ""
-        rows = []
-        for i, cls in enumerate(classes):
-            best = max(recall[i] for recall in found.values())
-            cells = [_percent(r[i], bold=r[i] == best and len(found) > 1) for r in found.values()]
-            rows.append([escape(cls), *cells])
-        table = _table(["class", *found], rows, numeric=set(range(1, len(found) + 1)))
-        return f"<h3>Dev recall per class</h3>{table}"
-
-    def _baseline_line(self) -> str:
-        metrics = next((e.result.metrics for e in self.models.values() if e.result), {})
-        parts = []
-        if "chance" in metrics:
-            parts.append(f"guessing uniformly scores {metrics['chance']:.1%}")
-        if "majority_baseline" in metrics:
-            parts.append(f"always answering the largest class {metrics['majority_baseline']:.1%}")
-        return f'<p class="muted">For scale: {escape(", ".join(parts))}.</p>' if parts else ""
-
-    def _notes(self) -> str:
-        if not self.notes:
-            return ""
-        items = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
-        return f'<div class="notes"><strong>Notes</strong><ul>{items}</ul></div>'
-
-    def _accuracy_figure(self) -> go.Figure:
-        traces = [
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": plotly_label(e.name),
-                "x": [r.epoch for r in e.history],
-                "y": [r.dev_accuracy for r in e.history],
-            }
-            for e in self.models.values()
-        ]
-        layout = {
-            **FIGURE_STYLE,
-            "title": {"text": "dev accuracy per epoch", "x": 0, "xref": "paper"},
-            "height": FIGURE_HEIGHT,
-            "xaxis": {"title": "epoch", "dtick": 1},
-            "yaxis": {"title": "dev accuracy", "range": [0, 1.02], "tickformat": ".0%"},
-            "legend": LEGEND_ON_TOP,
-            "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
-            "hovermode": "x unified",
-        }
-        classes = self._classes()
-        if classes:
-            layout.update(_chance_line(1 / len(classes)))
-        return go.Figure(traces, layout)
-
-    def _dataset_section(self) -> str:
-        if self.dataset is None:
-            return _section("dataset", "Dataset", _placeholder("No dataset summary given."))
-        summary = self.dataset
-        table = _counts_table(summary)
-        facts = f"{table}{_sources(summary)}{_problems(summary.get('problems', []))}"
-        image = _image_figure(self.sample_grid, "sample images", "Sample images per class.")
-        title = f"Dataset: {summary.get('root', '')}" if summary.get("root") else "Dataset"
-        body = f'<div class="split"><div>{facts}</div><div>{image}</div></div>'
-        return _section("dataset", escape(title), body)
-
-    def _models_section(self) -> str:
-        if not self.models:
-            return ""
-        cards = [self._model_card(i, e) for i, e in enumerate(self.models.values())]
-        return _section("models", "Models", "\n".join(cards))
-
-    def _model_card(self, index: int, entry: ModelEntry) -> str:
-        head = f"<h3>{escape(entry.name)} {_status(entry)}</h3>"
-        head += f'<p class="facts">{_facts(entry)}</p>'
-        if not entry.history and entry.confusion is None:
-            body = _placeholder("Waiting to train.")
-        else:
-            body = self._plots_html(entry)
-        return f'<article class="card" id="{_model_id(index)}">{head}{body}</article>'
-
-    def _plots_html(self, entry: ModelEntry) -> str:
-        """A model's two plots, built again only when what they show changed."""
-        shows = (len(entry.history), entry.planned_epochs, id(entry.result), *self._classes())
-        cached = self._plots.get(entry.name)
-        if cached is None or cached[0] != shows:
-            plots = f'<div class="plots"><div>{self._loss_html(entry)}</div>'
-            plots += f"<div>{self._confusion_html(entry)}</div></div>"
-            cached = self._plots[entry.name] = (shows, plots)
-        return cached[1]
-
-    def _loss_html(self, entry: ModelEntry) -> str:
-        if not entry.history:
-            return _placeholder("No per-epoch history for this model.")
+    def loss_plot(self) -> dict | None:
+        if not self.history:
+            return None
         title = "training and dev loss"
-        return _figure_html(
-            loss_figure(entry.history, entry.planned_epochs, title, height=FIGURE_HEIGHT)
-        )
+        return _plot(charts.loss_figure(self.history, self.planned, title), f"loss-{self.id}")
 
-    def _confusion_html(self, entry: ModelEntry) -> str:
-        classes = entry.classes or self._classes()
-        if entry.confusion is None or not classes:
-            return _placeholder("No confusion matrix yet.")
-        caption = f"epoch {entry.history[-1].epoch}" if entry.history else "final"
-        title = f"dev confusion matrix, {caption}"
-        return _figure_html(confusion_figure(entry.confusion, classes, title, height=FIGURE_HEIGHT))
-
-    def _predictions_section(self) -> str:
-        if self.predictions is None:
-            body = _placeholder("The prediction grid appears when training is done.")
-        else:
-            png, caption = self.predictions
-            body = _image_figure(png, "prediction grid", caption)
-        return _section("predictions", "Predictions on dev images", body)
-
-    def _gradcam_section(self) -> str:
-        if self.gradcam is None:
-            text = GRADCAM_LATER if self.live else GRADCAM_MISSING
-            return _section("gradcam", "Grad-CAM", f'<div class="missing">{text}</div>')
-        png, caption = self.gradcam
-        return _section("gradcam", "Grad-CAM", _image_figure(png, "Grad-CAM grid", caption))
-
-    def _mistakes_section(self) -> str:
-        if self.mistakes is None:
-            body = _placeholder("Top losses and most-confused pairs appear when training is done.")
-            return _section("mistakes", "Mistakes", body)
-        png, pairs, caption = self.mistakes
-        rows = [[escape(t), escape(p), str(n)] for t, p, n in pairs]
-        table = (
-            _table(["true class", "predicted as", "images"], rows, numeric={2})
-            if rows
-            else "<p>No dev image was misclassified.</p>"
-        )
-        image = _image_figure(png, "top losses", caption) if png else ""
-        body = f'<div class="split"><div><h3>Most-confused pairs</h3>{table}</div>'
-        body += f"<div>{image}</div></div>"
-        return _section("mistakes", "Mistakes: top losses and most-confused pairs", body)
-
-    def _reproduce_section(self) -> str:
-        meta = dict(self.meta)
-        command = meta.pop("command")
-        command = shlex.join(map(str, command)) if isinstance(command, list | tuple) else command
-        found = meta.pop("versions", None) or {**versions(), "plotly": plotly.__version__}
-        rows = [[escape(k.replace("_", " ")), escape(v)] for k, v in meta.items()]
-        rows += [[escape(k), escape(self._setting(k))] for k in ("seed", "device") if k not in meta]
-        rows += [[escape(k), escape(v)] for k, v in found.items()]
-        rows += [
-            [escape(e.name), f"<code>{escape(e.result.run_dir)}</code>"]
-            for e in self.models.values()
-            if e.result
-        ]
-        body = f"<h3>Command</h3><pre>{escape(command)}</pre>"
-        body += f"<h3>Settings, versions and run folders</h3>{_table(['', ''], rows)}"
-        return _section("reproduce", "Reproduce", f'<div class="card">{body}</div>')
+    def confusion_plot(self) -> dict | None:
+        matrix = self.metrics.get("confusion_matrix")
+        if matrix is None:
+            return None
+        title = f"dev confusion matrix, epoch {self.metrics.get('epoch', len(self.history))}"
+        figure = charts.confusion_figure(matrix, self.run.classes, title)
+        return _plot(figure, f"confusion-{self.id}")
 
 
-# -- small HTML helpers ---------------------------------------------------------------------
+def _models(runs: Sequence[Run], extras: Extras, live: bool) -> list[Model]:
+    """The lab's models in its order, then any other runs. Named by their model, or by their
+    folder when two runs share a model."""
+    kinds = [r.config.model for r in runs]
+    named = {(r.config.model if kinds.count(r.config.model) == 1 else r.name): r for r in runs}
+    models, next_up = [], live
+    for name, epochs in extras.planned.items():
+        if name in named:
+            models.append(Model.of(name, named.pop(name)))
+            next_up = next_up and models[-1].status != "training"
+        else:  # the lab trains in order: while live, the first one missing is training
+            status = ("training" if next_up else "queued") if live else "not trained"
+            models.append(Model(name, planned=epochs, status=status))
+            next_up = False
+    models += [Model.of(name, run) for name, run in named.items()]
+    finished = [
+        (m.metrics["accuracy"], i)
+        for i, m in enumerate(models)
+        if m.status == "finished" and m.metrics.get("accuracy") is not None
+    ]
+    for i, model in enumerate(models):
+        model.id = f"model-{i + 1}"
+        model.best = len(finished) > 1 and max(finished)[1] == i
+    return models
 
 
-def _section(anchor: str, title: str, body: str) -> str:
-    """A page section; `title` and `body` are HTML already."""
-    return f'<section id="{anchor}"><h2>{title}</h2>{body}</section>'
+def _plot(fig: go.Figure, div_id: str) -> dict:
+    """A plotly figure as plain JSON values, for the template to write script-safe."""
+    figure = json.loads(fig.to_json())
+    return {"id": div_id, "data": figure["data"], "layout": figure["layout"]}
 
 
-def _table(
-    head: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    numeric: set[int] = frozenset(),
-    marked: set[int | None] = frozenset(),
-) -> str:
-    """A table of HTML cells; `numeric` columns align right, `marked` rows stand out."""
-
-    def cells(values: Sequence[str], tag: str) -> str:
-        return "".join(
-            f'<{tag} class="num">{v}</{tag}>' if i in numeric else f"<{tag}>{v}</{tag}>"
-            for i, v in enumerate(values)
-        )
-
-    thead = f"<thead><tr>{cells([escape(h) for h in head], 'th')}</tr></thead>" if any(head) else ""
-    body = "".join(
-        f"<tr{MARKED if i in marked else ''}>{cells(r, 'td')}</tr>" for i, r in enumerate(rows)
-    )
-    return f"<table>{thead}<tbody>{body}</tbody></table>"
+def _status(models: list[Model], live: bool) -> tuple[str, str]:
+    """The pill at the top of the page: its text and kind."""
+    training = [m for m in models if m.status == "training"]
+    now = f"{training[0].name}: {training[0].status_text}" if training else "in progress"
+    stopped = [m for m in models if m.status in STOPPED]
+    if live:
+        return f"● live — {now} — this page reloads every {REFRESH_SECONDS} s", "live"
+    if stopped:
+        return f"stopped: {stopped[0].name} {stopped[0].status}", "bad"
+    return (now, "live") if training else ("finished", "done")  # another process trains one
 
 
-def _image_figure(png: bytes | None, alt: str, caption: str = "") -> str:
-    """An embedded PNG (a data URL) with a caption; a placeholder when there is none."""
-    if png is None:
-        return _placeholder(f"No {alt} given.")
-    data = base64.b64encode(png).decode("ascii")
-    text = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}">{text}</figure>'
+def _run_line(runs: Sequence[Run], extras: Extras) -> list[str]:
+    facts = [f"updated {datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}"]
+    facts += [f"{k} {v}" for k in ("seed", "device") if (v := _setting(runs, extras, k))]
+    root = (extras.dataset or {}).get("root") or extras.meta.get("data")
+    roots = [str(root)] if root else sorted({str(r.data_root) for r in runs if r.data_root})
+    return [*facts, f"data {', '.join(roots)}"] if roots else facts
 
 
-def _figure_html(fig: go.Figure) -> str:
-    """A plotly figure as a div and a script that draws it with the page's inline plotly.js."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG)
+def _setting(runs: Sequence[Run], extras: Extras, key: str) -> str:
+    """meta[key], else the value(s) the runs were trained with."""
+    if key in extras.meta:
+        return str(extras.meta[key])
+    found = {str(r.config.seed if key == "seed" else r.info.get(key, "")) for r in runs}
+    return ", ".join(sorted(found - {""}))
 
 
-def _chance_line(chance: float) -> dict:
-    """Layout shapes and annotations for a dotted line at the accuracy of guessing."""
-    return {
-        "shapes": [
-            {
-                "type": "line",
-                "xref": "paper",
-                "x0": 0,
-                "x1": 1,
-                "y0": chance,
-                "y1": chance,
-                "line": {"dash": "dot", "color": "#8c959f"},
-            }
-        ],
-        "annotations": [
-            {
-                "xref": "paper",
-                "x": 1,
-                "y": chance,
-                "text": "chance",
-                "showarrow": False,
-                "xanchor": "right",
-                "yanchor": "bottom",
-                "font": {"color": "#59636e"},
-            }
-        ],
+def _recall(models: list[Model], classes: list[str]) -> dict | None:
+    """Dev recall of every class for every model, the best of each class marked."""
+    found = {
+        m.name: row_percentages(m.metrics["confusion_matrix"]).diagonal().tolist()
+        for m in models
+        if m.run and m.run.classes == classes and "confusion_matrix" in m.metrics
     }
-
-
-def _placeholder(text: str) -> str:
-    return f'<div class="placeholder">{escape(text)}</div>'
-
-
-def _pill(text: str, kind: str) -> str:
-    return f'<span class="pill {kind}">{escape(text)}</span>'
-
-
-def _status(entry: ModelEntry) -> str:
-    kind = {"finished": "done", "training": "live", "queued": "queued"}.get(entry.status, "bad")
-    return _pill(entry.status_text, kind)
-
-
-def _facts(entry: ModelEntry) -> str:
-    """One line of a model's numbers and settings, values in bold."""
-    facts = {
-        "dev accuracy": _percent(entry.accuracy),
-        "balanced": _percent(entry.balanced_accuracy),
-    }
-    if entry.parameters is not None:
-        facts["parameters"] = f"{entry.parameters:,}"
-    facts |= {k: v for k, v in entry.settings.items() if k != "parameters"}
-    facts["training time"] = _duration(entry.seconds)
-    if entry.result:
-        facts["run folder"] = entry.result.run_dir
-    return " · ".join(
-        f'<span class="fact">{escape(k)} <strong>{escape(v)}</strong></span>'
-        for k, v in facts.items()
-    )
-
-
-def _counts_table(summary: dict) -> str:
-    """Images per class and split, with totals."""
-    counts = summary.get("counts", {})
-    splits = list(counts)
+    if not found or not classes:
+        return None
     rows = []
-    for i, cls in enumerate(summary.get("classes", [])):
-        per_split = [counts[s].get(cls, 0) for s in splits]
-        rows.append([str(i), escape(cls), *map(str, per_split), str(sum(per_split))])
-    totals = [sum(counts[s].values()) for s in splits]
-    bold = [f"<strong>{n}</strong>" for n in (*totals, sum(totals))]
-    rows.append(["", "<strong>total</strong>", *bold])
-    numeric = set(range(2, len(splits) + 3))
-    return _table(["index", "class", *splits, "all"], rows, numeric=numeric)
+    for i, cls in enumerate(classes):
+        best = max(recall[i] for recall in found.values())
+        rows.append((cls, [(r[i], r[i] == best and len(found) > 1) for r in found.values()]))
+    return {"models": list(found), "rows": rows}
 
 
-def _sources(summary: dict) -> str:
-    """Image modes and sizes found per split, and how they were read."""
-    lines = []
-    for split, sources in summary.get("sources", {}).items():
-        seen = ", ".join(f"{k} ({v})" for k, v in sources.items()) or "none"
-        lines.append(f"<li>{escape(split)} images: {escape(seen)}</li>")
-    transform = summary.get("transform")
-    if transform:
-        mode = "grayscale" if transform.get("channels") == 1 else "RGB"
-        size = escape(transform.get("size"))
-        lines.append(f"<li>read as {mode}, resized to {size}×{size}</li>")
-    return f'<ul class="muted">{"".join(lines)}</ul>' if lines else ""
+def _commands(runs: Sequence[Run], extras: Extras) -> list[tuple[str, str]]:
+    """The command that made the runs: the lab's, else each run's own."""
+    if "command" in extras.meta:
+        return [("", _shell(extras.meta["command"]))]
+    return [(r.name if len(runs) > 1 else "", _shell(r.info.get("command"))) for r in runs]
 
 
-def _problems(problems: Sequence[str]) -> str:
-    if not problems:
-        return '<p class="ok">No problems found while reading the images.</p>'
-    items = "".join(f"<li>{escape(p)}</li>" for p in problems)
-    return f'<div class="notes"><strong>{len(problems)} problem(s)</strong><ul>{items}</ul></div>'
+def _settings(runs: Sequence[Run], extras: Extras, models: list[Model]) -> list[tuple]:
+    """(name, value, is it code) rows: settings, versions and run folders."""
+    meta = {k: v for k, v in extras.meta.items() if k not in ("command", "versions")}
+    rows = [(k.replace("_", " "), str(v), False) for k, v in meta.items()]
+    rows += [(k, _setting(runs, extras, k), False) for k in ("seed", "device") if k not in meta]
+    found = extras.meta.get("versions") or (runs[0].info.get("versions") if runs else None)
+    rows += [(k, str(v), False) for k, v in (found or versions()).items()]
+    rows.append(("plotly", plotly.__version__, False))
+    return rows + [(m.name, str(m.run.path), True) for m in models if m.run]
 
 
-def _accuracy_cell(value: float | None) -> str:
-    """A percentage over a bar as long as the value: accuracies compared at a glance."""
-    if value is None:
-        return "–"
-    return f'<span class="bar" style="--v:{100 * value:.1f}%"></span>{value:.1%}'
-
-
-def _percent(value: float | None, bold: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"<strong>{value:.1%}</strong>" if bold else f"{value:.1%}"
+def _shell(command: object) -> str:
+    return command if isinstance(command, str) else shlex.join(map(str, command or []))
 
 
 def _duration(seconds: float | None) -> str:
@@ -694,113 +391,24 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _best(entries) -> str | None:
-    """The finished model with the highest dev accuracy, when two or more have finished."""
-    scored = [
-        (e.accuracy, e.name) for e in entries if e.status == "finished" and e.accuracy is not None
-    ]
-    return max(scored)[1] if len(scored) > 1 else None
-
-
-def _index(models: dict[str, ModelEntry], name: str | None) -> int | None:
-    return list(models).index(name) if name in models else None
-
-
-def _model_id(index: int) -> str:
-    return f"model-{index + 1}"
-
-
-def _as_list(value: object) -> list[str]:
-    return [value] if isinstance(value, str) else [str(v) for v in value or []]
+@cache
+def _template():
+    env = Environment(
+        loader=PackageLoader("bloodcells", "templates"),
+        autoescape=select_autoescape(("html", "htm")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters |= {
+        "b64": lambda data: base64.b64encode(data).decode("ascii"),
+        "percent": lambda value: "–" if value is None else f"{value:.1%}",
+        "count": lambda value: "–" if value is None else f"{value:,}",
+        "duration": _duration,
+    }
+    return env.get_template(PAGE)
 
 
 @cache
-def _plotly_js() -> str:
-    """plotly.js itself (minified, about 4.8 MB), for inlining once per page."""
-    return plotly.offline.get_plotlyjs()
-
-
-PAGE = string.Template(
-    """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-$refresh<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>$title</title>
-<style>$style</style>
-<script type="text/javascript">$plotlyjs</script>
-</head>
-<body>
-$header
-$nav
-<main class="wrap">
-$sections
-</main>
-<footer class="wrap">$footer</footer>
-</body>
-</html>
-"""
-)
-
-STYLE = """
-:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: var(--bg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; }
-.wrap { max-width: 1280px; margin: 0 auto; padding: 0 24px; }
-header.top { background: #fff; border-bottom: 1px solid var(--line); padding: 20px 0 16px; }
-h1 { font-size: 26px; margin: 0 0 6px; }
-h2 { font-size: 20px; margin: 0 0 14px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 16px; margin: 0 0 8px; }
-.meta, .muted, figcaption, footer { color: var(--muted); font-size: 13px; }
-.meta { margin: 0; }
-.banner { margin: 14px 0 0; padding: 12px 16px; border-radius: 6px; background: #fff1e5;
-  border: 1px solid #ffb77c; border-left: 6px solid #e16f24; }
-nav.toc { position: sticky; top: 0; z-index: 10; background: rgba(255, 255, 255, 0.96);
-  border-bottom: 1px solid var(--line); }
-nav.toc .wrap { display: flex; flex-wrap: wrap; gap: 4px 18px; padding-top: 8px;
-  padding-bottom: 8px; font-size: 14px; }
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-section { margin: 28px 0; scroll-margin-top: 48px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px;
-  margin: 0 0 16px; scroll-margin-top: 48px; }
-.facts { color: var(--muted); font-size: 13px; margin: 0 0 8px; }
-.facts strong { color: var(--fg); font-weight: 600; }
-.fact { white-space: nowrap; }
-.split, .plots { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 20px;
-  align-items: start; }
-.split > div, .plots > div { min-width: 0; }
-@media (max-width: 960px) { .split, .plots { grid-template-columns: minmax(0, 1fr); } }
-section > .split, section > figure, section > .placeholder, section > .missing {
-  background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; background: #fff;
-  margin-bottom: 10px; }
-th, td { padding: 7px 12px; border-bottom: 1px solid var(--line); text-align: left;
-  white-space: nowrap; }
-th { font-size: 13px; color: var(--muted); font-weight: 600; }
-.num { text-align: right; }
-tr.best td { background: #dafbe1; }
-.bar { display: inline-block; width: 60px; height: 8px; margin-right: 8px; border-radius: 4px;
-  background: linear-gradient(90deg, #2f81f7 var(--v), #eaeef2 var(--v)); }
-.pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px;
-  font-weight: 600; vertical-align: middle; }
-.pill.live { background: #ddf4ff; color: #0969da; }
-.pill.done { background: #dafbe1; color: #1a7f37; }
-.pill.bad { background: #ffebe9; color: #cf222e; }
-.pill.queued { background: #eaeef2; color: var(--muted); }
-.notes { background: #fff8c5; border: 1px solid #d4a72c66; border-radius: 6px;
-  padding: 8px 14px; margin: 10px 0; }
-.notes ul { margin: 4px 0; padding-left: 20px; }
-.ok { color: #1a7f37; }
-.placeholder { padding: 28px; text-align: center; color: var(--muted); background: #fff;
-  border: 2px dashed var(--line); border-radius: 8px; }
-.missing { padding: 20px; border: 2px dashed #d4a72c !important; background: #fff8c5 !important;
-  border-radius: 8px; }
-figure { margin: 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
-pre, code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-pre { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
-  white-space: pre-wrap; word-break: break-all; }
-footer { padding: 12px 24px 32px; }
-"""
+def _plotly_js() -> Markup:
+    """plotly.js itself (minified, about 4.8 MB), trusted, inlined once per page."""
+    return Markup(plotly.offline.get_plotlyjs())

@@ -1,0 +1,46 @@
+"""`bloodcells report`: one self-contained HTML page from any run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bloodcells.cli.base import DeviceOpt, app, out
+
+
+@app.command("report")
+def report_cmd(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (bloodcells train), a lab's folder (bloodcells lab), or folders "
+            "holding run folders.",
+            metavar="RUN",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="HTML file (.html), or a folder for report.html."),
+    ] = Path("report.html"),
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Make the figures the runs lack (predictions, top losses, Grad-CAM, sample "
+            "images) from the advanced CNN's run, else the last run: loads its model and data.",
+        ),
+    ] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """The HTML report of runs: comparison, loss curves, confusion matrices, and what was run."""
+    from bloodcells.devices import check_device
+    from bloodcells.files import output_file
+    from bloodcells.report import write_report
+
+    target = output_file(output, "report.html", suffixes=(".html", ".htm"))
+    check_device(device)
+    shown = write_report(runs, target, explain=explain, device=device)
+    out.print(f"wrote {target} ({len(shown)} run{'' if len(shown) == 1 else 's'})")
