@@ -1,13 +1,18 @@
-"""Files written as one unit, and output paths checked before any work starts."""
+"""Files and folders written as one unit, and output paths checked before any work starts."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
-from collections.abc import Mapping
+import secrets
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-from bloodcells.errors import BloodcellsError
+from bloodcells.errors import BloodcellsError, DataError
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -34,6 +39,61 @@ def write_together(folder: Path, files: Mapping[str, bytes | str]) -> None:
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    """`data` as indented JSON (one final newline), written atomically."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+@contextmanager
+def staged_folder(dest: Path, replace: bool = False) -> Iterator[Path]:
+    """A hidden sibling `.NAME.partial-XXXX` of `dest` to fill, renamed to `dest` at the end.
+
+    On any error or interrupt the sibling is removed, and so are the parent folders this
+    created: `dest` appears complete or not at all. Without `replace`, a `dest` that appeared
+    meanwhile is a DataError; with it, an existing `dest` is swapped out, put back if the
+    rename fails, and removed once the new one is in place.
+    """
+    created = _make_parents(dest.parent)
+    # A sibling is on the same file system, so the final rename is atomic; mkdir (not
+    # tempfile.mkdtemp, which makes it owner-only) keeps the user's umask for the result.
+    staging = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir()
+        yield staging
+        _move_into_place(staging, dest, replace)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
+
+
+def _move_into_place(staging: Path, dest: Path, replace: bool) -> None:
+    """Rename `staging` to `dest`; with `replace`, an existing `dest` is swapped out first."""
+    if not replace or not dest.exists():
+        if dest.exists() or dest.is_symlink():  # appeared while we worked
+            raise DataError(f"{dest}: exists; use --overwrite to replace it")
+        staging.rename(dest)
+        return
+    old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
+    dest.rename(old)
+    try:
+        staging.rename(dest)
+    except BaseException:
+        old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; the folders it had to create, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(exist_ok=True)
+    return list(reversed(missing))
 
 
 def torch_bytes(obj: object) -> bytes:

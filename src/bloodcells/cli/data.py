@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,6 @@ def data_info(
 ) -> None:
     """What is in a dataset, and what is wrong with it."""
     from bloodcells.data import Transform, load_dataset
-    from bloodcells.data.check import check_hint
 
     summary = load_dataset(root, Transform(size, 3 if rgb else 1)).summary()
     table = Table(title=summary["root"], title_justify="left")
@@ -37,7 +37,17 @@ def data_info(
         out.print(f"{split} images (mode size): {seen}")
     problems = summary["problems"]
     out.print(f"problems: {len(problems)}" + "".join(f"\n  - {p}" for p in problems))
-    out.print(check_hint(summary))
+    out.print(_check_hint(summary))
+
+
+def _check_hint(summary: dict) -> str:
+    """That leaks are not checked by `data info`, why to check this dataset, and how."""
+    from bloodcells.data.check import worth_checking
+
+    reasons = worth_checking(summary)
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    command = f"bloodcells data check {shlex.quote(summary['root'])}"
+    return f"duplicates and train/test leaks are not checked here{why}: run {command}"
 
 
 @data_app.command("preview")

@@ -82,8 +82,9 @@ def data_import_bbbc045(
 ) -> None:
     """Cut BBBC045's TIFF montages into DEST/train and DEST/test, holding out whole donors."""
     from bloodcells.data import bbbc045
+    from bloodcells.data.donors import parse_donors
 
-    donors = bbbc045.parse_donors(test_donors) if test_donors is not None else None
+    donors = parse_donors(test_donors) if test_donors is not None else None
     config = bbbc045.ImportConfig(tile, grid, channel, donors, test_fraction, seed, crop, overwrite)
     got = bbbc045.import_bbbc045(src, dest, config, progress=True, say=out.print)
     out.print(

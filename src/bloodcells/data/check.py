@@ -1,18 +1,8 @@
 """What can silently inflate a dataset's accuracy: found and reported, nothing changed.
 
 `check_dataset(root)` reads a dataset in the lab's layout and reports:
-- exact duplicates: files with the same bytes (sha256), within a split and across train/test
-  (a test image that is also a training image is a leak); also files whose bytes differ but
-  whose decoded 32×32 pixels are identical (the same image saved twice, other metadata);
-- near-duplicates across splits: for every test image the most similar training image by the
-  cosine similarity of the two 32×32 standardized images (the lab's per-image standardization,
-  so the cosine is the Pearson correlation of their pixels), computed as one matrix multiply
-  per block of test images. At or above `threshold` (default 0.98) a test image counts as a
-  near copy of a training image. On the real PBC patches (pbc32) distinct cells reach at most
-  about 0.95 (median best match 0.86; the one pair above, 0.993, is one monocyte photographed
-  twice, test/MO_415531 and train/MO_231316), while a copy with Gaussian pixel noise of σ=5 (of 255)
-  stays above 0.99 and σ=10 near 0.97-0.99; a copy shifted by one pixel falls to about 0.9 and
-  is not caught;
+- exact duplicates, same pixels and near copies across train/test (see `duplicates`); the
+  default threshold for a near copy is 0.98;
 - degenerate images: constant, almost constant (pixel std below 2 of 255), mostly black or
   mostly white (90% of the 32×32 pixels at most 16 or at least 239), or smaller than 16 px on
   a side in the file;
@@ -24,25 +14,33 @@
   `data info` report them).
 
 Everything is computed from the file bytes and the decoded 32×32 tensors of `load_dataset`
-(cached after the first run), so a few thousand images take seconds.
+(cached after the first run), so a few thousand images take seconds. `findings` sums the report
+up in a line per thing worth knowing; printing it is the CLI's job.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from bloodcells.data.dataset import Splits, Transform, standardize, to_unit
-from bloodcells.data.folders import DECODE_ERRORS, SPLITS, load_dataset, scan_split
+from bloodcells.data.dataset import Splits, Transform, to_unit
+from bloodcells.data.duplicates import (
+    MAX_LISTED,
+    FileInfo,
+    by_key,
+    dataset_rows,
+    duplicates,
+    file_infos,
+    listed,
+    near_duplicates,
+    rel,
+    same_pixels,
+)
+from bloodcells.data.folders import SPLITS, load_dataset
 from bloodcells.errors import DataError
 
 DEFAULT_THRESHOLD = 0.98
@@ -50,19 +48,8 @@ CHECK_SIZE = 32  # the lab's patch size: near-duplicates and degenerate images a
 MIN_SIDE = 16  # px: a smaller file is "tiny"
 LOW_STD = 2 / 255  # an almost constant image
 DARK, BRIGHT, MOSTLY = 16 / 255, 239 / 255, 0.9  # mostly black / white: 90% of its pixels
-BLOCK = 1024  # test images per matrix multiply
-MAX_LISTED = 1000  # entries per list in the report (counts are always complete)
 IMBALANCE_RATIO = 1.5  # largest / smallest training class above this is reported
 FORMAT = 1  # the JSON report's format; bumped when keys change meaning
-
-
-@dataclass
-class FileInfo:
-    path: str  # relative to ROOT, "/" separators
-    split: str
-    cls: str
-    sha256: str  # "" when the file cannot be read
-    size: str  # "WxH" of the file, "" when unreadable
 
 
 @dataclass
@@ -114,11 +101,11 @@ def check_dataset(
     check_threshold(threshold)
     root = Path(root).expanduser()
     splits = load_dataset(root, Transform(CHECK_SIZE, channels), progress=progress)
-    files = _file_infos(root)
-    index = {s: _dataset_rows(root, splits, s, files) for s in SPLITS}
-    exact, copied = _duplicates(_by_key(files, lambda f: f.sha256))
-    pixels, same = _same_pixels(splits, index, files, frozenset(copied))
-    near = _near_duplicates(splits, index, files, threshold, device, copied | same)
+    files = file_infos(root)
+    index = {s: dataset_rows(root, splits, s, files) for s in SPLITS}
+    exact, copied = duplicates(by_key(files, lambda f: f.sha256))
+    pixels, same = same_pixels(splits, index, files, frozenset(copied))
+    near = near_duplicates(splits, index, files, threshold, device, copied | same)
     counts = {s: getattr(splits, s).class_counts() for s in SPLITS}
     problems = splits.problems
     report = CheckReport(
@@ -133,191 +120,14 @@ def check_dataset(
         near_duplicates=near,
         degenerate=_degenerate(splits, index, files),
         sizes=_sizes(files),
-        problems=_listed([{"path": _rel(root, p.path), "problem": p.message} for p in problems]),
+        problems=listed([{"path": rel(root, p.path), "problem": p.message} for p in problems]),
     )
     report.findings = findings(report)
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
 
-# ---- files: bytes and sizes ----------------------------------------------------------------
-
-
-def _file_infos(root: Path) -> list[FileInfo]:
-    """Every image file of both splits: its hash and its size, read in a few threads."""
-    listed = [(s, path, cls) for s in SPLITS for path, cls in scan_split(root / s)[1]]
-
-    def read(entry: tuple[str, Path, str]) -> FileInfo:
-        split, path, cls = entry
-        try:
-            data = path.read_bytes()
-        except OSError:  # load_dataset has listed it as a problem already
-            return FileInfo(_rel(root, path), split, cls, "", "")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                size = f"{im.width}x{im.height}"
-        except DECODE_ERRORS:
-            size = ""
-        return FileInfo(_rel(root, path), split, cls, hashlib.sha256(data).hexdigest(), size)
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(read, listed))
-
-
-def _rel(root: Path, path: str | Path) -> str:
-    try:
-        return Path(os.path.relpath(path, root)).as_posix()
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
-def _dataset_rows(root: Path, splits: Splits, split: str, files: list[FileInfo]) -> list[int]:
-    """For each image of a split's Dataset, the index of its FileInfo in `files`.
-
-    Matched by split/class/file name, which is unique under ROOT: a cached Dataset keeps the
-    spelling of ROOT of the run that cached it.
-    """
-    by_tail = {tuple(f.path.split("/")[-3:]): i for i, f in enumerate(files)}
-    rows = []
-    for path in getattr(splits, split).paths:
-        row = by_tail.get(Path(path).parts[-3:])
-        if row is None:
-            raise DataError(f"{path}: in the dataset cache but not under {root}; run again")
-        rows.append(row)
-    return rows
-
-
-def _by_key(files: list[FileInfo], key) -> dict[str, list[FileInfo]]:
-    groups: dict[str, list[FileInfo]] = defaultdict(list)
-    for f in files:
-        if key(f):
-            groups[key(f)].append(f)
-    return groups
-
-
-def _duplicates(
-    groups: dict[str, list[FileInfo]], counted: frozenset[str] = frozenset()
-) -> tuple[dict, set[str]]:
-    """Groups of two or more files with one key; across splits, and within train or test.
-
-    Returns the report and the test files of the groups across splits; `test_images_in_train`
-    counts those, except `counted` (which another report counts already).
-    """
-    found = []
-    for key, members in groups.items():
-        if len(members) < 2:
-            continue
-        splits_in = {f.split for f in members}
-        kind = "across" if len(splits_in) == 2 else f"within_{splits_in.pop()}"
-        found.append(
-            {
-                "key": key,
-                "kind": kind,
-                "classes_differ": len({f.cls for f in members}) > 1,
-                "files": [{"path": f.path, "split": f.split, "class": f.cls} for f in members],
-            }
-        )
-    order = {"across": 0, "within_test": 1, "within_train": 2}
-    found.sort(key=lambda g: (order[g["kind"]], -len(g["files"]), g["files"][0]["path"]))
-    leaked = _test_files_across(found)
-    kinds = Counter(g["kind"] for g in found)
-    return {
-        "groups_across": kinds["across"],
-        "groups_within_train": kinds["within_train"],
-        "groups_within_test": kinds["within_test"],
-        "groups_with_two_classes": sum(g["classes_differ"] for g in found),
-        "test_images_in_train": len(leaked - counted),
-        **_listed(found, "groups"),
-    }, leaked
-
-
-def _test_files_across(groups: list[dict]) -> set[str]:
-    """The test files of the groups that span train and test."""
-    return {
-        f["path"]
-        for g in groups
-        if g["kind"] == "across"
-        for f in g["files"]
-        if f["split"] == "test"
-    }
-
-
-def _listed(entries: list, name: str = "items") -> dict:
-    return {name: entries[:MAX_LISTED], "truncated": len(entries) > MAX_LISTED}
-
-
-# ---- decoded images: same pixels, near copies, degenerate images -----------------------------
-
-
-def _same_pixels(
-    splits: Splits, index: dict[str, list[int]], files: list[FileInfo], copied: frozenset[str]
-) -> tuple[dict, set[str]]:
-    """Files whose bytes differ but whose decoded 32×32 images are identical."""
-    keyed: dict[str, list[FileInfo]] = defaultdict(list)
-    for split in SPLITS:
-        images = getattr(splits, split).images.contiguous().numpy()
-        for row, image in zip(index[split], images, strict=True):
-            keyed[hashlib.sha256(image.tobytes()).hexdigest()].append(files[row])
-    # a group whose files are all byte-identical is an exact duplicate, reported there
-    groups = {k: g for k, g in keyed.items() if len({f.sha256 for f in g}) > 1}
-    return _duplicates(groups, copied)
-
-
-def _unit_vectors(images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """Standardized images as rows of length 1 (a constant image stays a zero row)."""
-    x = standardize(to_unit(images.to(device))).flatten(1)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _near_duplicates(
-    splits: Splits,
-    index: dict[str, list[int]],
-    files: list[FileInfo],
-    threshold: float,
-    device: str | torch.device,
-    copied: set[str],
-) -> dict:
-    """For each test image its most similar training image; those at `threshold` or above.
-
-    Test images already reported as exact or same-pixel copies of a training image are not
-    counted again.
-    """
-    train = _unit_vectors(splits.train.images, device)
-    test_images = splits.test.images
-    pairs, best = [], []
-    for start in range(0, len(test_images), BLOCK):
-        sims = _unit_vectors(test_images[start : start + BLOCK], device) @ train.T
-        top, arg = sims.max(dim=1)
-        above = (sims >= threshold).sum(dim=1)
-        best.append(top.cpu())
-        for j in torch.nonzero(top >= threshold).flatten().tolist():
-            test_f = files[index["test"][start + j]]
-            if test_f.path in copied:
-                continue
-            train_f = files[index["train"][int(arg[j])]]
-            pairs.append(
-                {
-                    "test": test_f.path,
-                    "train": train_f.path,
-                    "similarity": round(float(top[j]), 4),
-                    "test_class": test_f.cls,
-                    "train_class": train_f.cls,
-                    "train_images_above": int(above[j]),
-                }
-            )
-    pairs.sort(key=lambda p: (-p["similarity"], p["test"]))
-    best = torch.cat(best) if best else torch.zeros(0)
-    quantiles = {}
-    if len(best):
-        q = torch.quantile(best.float(), torch.tensor([0.5, 0.99, 1.0])).tolist()
-        quantiles = {"median": round(q[0], 4), "p99": round(q[1], 4), "max": round(q[2], 4)}
-    return {
-        "threshold": threshold,
-        "test_images_in_train": len(pairs),
-        "with_other_class": sum(p["test_class"] != p["train_class"] for p in pairs),
-        "best_match": quantiles,  # of every test image's most similar training image
-        **_listed(pairs, "pairs"),
-    }
+# ---- degenerate images ------------------------------------------------------------------------
 
 
 def _degenerate(splits: Splits, index: dict[str, list[int]], files: list[FileInfo]) -> dict:
@@ -358,7 +168,7 @@ def _degenerate(splits: Splits, index: dict[str, list[int]], files: list[FileInf
         "count": len(items),
         "constant": sum(any(r.startswith("constant") for r in i["reasons"]) for i in items),
         "tiny": sum(any(r.startswith("tiny") for r in i["reasons"]) for i in items),
-        **_listed(items),
+        **listed(items),
     }
 
 
@@ -385,7 +195,7 @@ def _imbalance(counts: dict[str, dict[str, int]]) -> dict:
 
 def _sizes(files: list[FileInfo]) -> dict:
     """The most common file size, and every other size with its classes and an example."""
-    by_size: dict[str, list[FileInfo]] = _by_key(files, lambda f: f.size)
+    by_size: dict[str, list[FileInfo]] = by_key(files, lambda f: f.size)
     counts = {size: len(members) for size, members in by_size.items()}
     if not counts:
         return {"most_common": "", "counts": {}, "odd_images": 0, "odd": []}
@@ -486,13 +296,3 @@ def worth_checking(summary: dict) -> list[str]:
     if summary["problems"]:
         reasons.append(f"{len(summary['problems'])} problem(s)")
     return reasons
-
-
-def check_hint(summary: dict) -> str:
-    """The line `data info` prints: that leaks are not checked there, and why to check."""
-    import shlex
-
-    reasons = worth_checking(summary)
-    why = f" ({', '.join(reasons)})" if reasons else ""
-    command = f"bloodcells data check {shlex.quote(summary['root'])}"
-    return f"duplicates and train/test leaks are not checked here{why}: run {command}"

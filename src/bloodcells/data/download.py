@@ -10,7 +10,6 @@ sha256 and the date, so a result can always be traced to the exact bytes it came
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zipfile
 from collections.abc import Callable
@@ -25,8 +24,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from bloodcells.data import safezip
 from bloodcells.data.cache import cache_home
+from bloodcells.data.folders import SPLITS
 from bloodcells.errors import DataError
-from bloodcells.files import check_output_folder, output_folder, write_atomic
+from bloodcells.files import check_output_folder, output_folder, write_json
 
 LAB_URL = "https://user.it.uu.se/~chrav452/workshop_NN_DL_cnn_data.zip"
 # The sha256 of the lab's zip. Not known: the machines bloodcells is built on have no network,
@@ -40,7 +40,6 @@ RECORD = ".download.json"
 RETRIES = 2  # pooch retries a failed or corrupt transfer this many times (1 s, 2 s apart)
 TIMEOUT_S = (15, 60)  # seconds to connect, and to wait for the next bytes
 MAX_URL = 2048
-SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,7 @@ def _unpack(
                     "files": len(todo.members),
                     "bytes": todo.total_bytes,
                 }
-                write_atomic(staging / RECORD, json.dumps(info, indent=2) + "\n")
+                write_json(staging / RECORD, info)
 
             safezip.extract(zf, todo, target, source, finish=record, replace=overwrite)
     except zipfile.BadZipFile as exc:

@@ -142,7 +142,7 @@ def check_layout(root: Path) -> None:
     missing = [s for s in SPLITS if not (root / s).is_dir()]
     if not missing:
         return
-    if len(missing) == 2 and any(_image_files(d) for d in _subdirs(root)):
+    if len(missing) == 2 and any(_image_files(d) for d in subdirs(root)):
         raise DataError(
             f"{root}: class folders but no train/test split; move each class's images into "
             f"{root}/train/<class>/ and {root}/test/<class>/ (e.g. 80% / 20% per class)"
@@ -155,7 +155,7 @@ def scan_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, str]], list
 
     Files directly in the split folder belong to no class and are ignored (e.g. a README).
     """
-    classes = [d.name for d in _subdirs(split_dir)]
+    classes = [d.name for d in subdirs(split_dir)]
     if not classes:
         raise DataError(f"{split_dir}: no class folders; {LAYOUT}")
     files: list[tuple[Path, str]] = []
@@ -284,7 +284,8 @@ def _stack(arrays: list[np.ndarray], transform: Transform) -> torch.Tensor:
     return torch.from_numpy(np.stack(unit)).to(torch.float16)
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subdirs(folder: Path) -> list[Path]:
+    """The folders in `folder` whose names do not start with ".", sorted by name."""
     return sorted(
         (d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
         key=lambda d: d.name,
@@ -292,12 +293,13 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image files by suffix; hidden files (.DS_Store, ._* resource forks) are ignored."""
-    return sorted(
-        f
-        for f in folder.iterdir()
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f)
-    )
+    """The image files directly in `folder`, sorted."""
+    return sorted(f for f in folder.iterdir() if is_image_file(f))
+
+
+def is_image_file(path: Path) -> bool:
+    """A file with an image suffix that is not hidden (.DS_Store, ._* resource forks)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(path.name) and path.is_file()
 
 
 def _skipped(folder: Path) -> list[Problem]:
@@ -305,7 +307,7 @@ def _skipped(folder: Path) -> list[Problem]:
     supported = ", ".join(sorted(IMAGE_SUFFIXES))
     problems = []
     for entry in sorted(folder.iterdir()):
-        if _hidden(entry):
+        if is_hidden(entry.name):
             continue
         if entry.is_dir():
             problems.append(Problem(str(entry), "skipped, a folder inside a class folder"))
@@ -316,5 +318,6 @@ def _skipped(folder: Path) -> list[Problem]:
     return problems
 
 
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+def is_hidden(name: str) -> bool:
+    """A hidden file or folder name: a leading "." or one of Windows' SYSTEM_FILES."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES

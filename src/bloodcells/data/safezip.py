@@ -1,27 +1,24 @@
-"""Unpack one folder of a zip archive without trusting the archive; write folders all or nothing.
+"""Unpack one folder of a zip archive without trusting the archive, all or nothing.
 
 Every entry of the archive is checked before a byte is written: no absolute paths or `..`
 (zip-slip), no links or other special files, no encrypted entries, at most MAX_ENTRIES entries
 and MAX_BYTES once unpacked. Extraction then counts the bytes it really writes, so an entry
-that inflates past its declared size stops it too. The folder is unpacked into a hidden
-sibling of its destination and renamed into place only when everything is in; whatever goes
-wrong (a bad entry, a full disk, Ctrl-C) removes the partial copy.
+that inflates past its declared size stops it too. The folder is unpacked into a
+`files.staged_folder`, renamed into place only when everything is in; whatever goes wrong (a
+bad entry, a full disk, Ctrl-C) removes the partial copy.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import secrets
-import shutil
 import stat
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bloodcells.errors import DataError
+from bloodcells.files import staged_folder
 
 MAX_BYTES = 2 * 1024**3  # unpacked: far more than 32×32 lab patches need; a bomb stops here
 MAX_ENTRIES = 500_000  # files and folders in the archive
@@ -145,51 +142,11 @@ def extract(
 
     `finish(staging)` may add files before the folder is renamed into place.
     """
-    with staged(dest, replace) as staging:
+    with staged_folder(dest, replace) as staging:
         _unpack(zf, todo, staging, source)
         if finish is not None:
             finish(staging)
     return dest
-
-
-@contextmanager
-def staged(dest: Path, replace: bool = False) -> Iterator[Path]:
-    """A hidden sibling `.NAME.partial-XXXX` of `dest` to fill, renamed to `dest` at the end.
-
-    On any error or interrupt the sibling is removed, and so are the parent folders this
-    created: `dest` appears complete or not at all. With `replace` an existing `dest` is
-    swapped out and removed once the new one is in place.
-    """
-    created = make_parents(dest.parent)
-    # mkdir (not tempfile.mkdtemp, which makes it owner-only) keeps the user's umask
-    staging = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
-    try:
-        staging.mkdir()
-        yield staging
-        move_into_place(staging, dest, replace)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
-        raise
-
-
-def move_into_place(staging: Path, dest: Path, replace: bool) -> None:
-    """Rename `staging` to `dest`; with `replace`, an existing `dest` is swapped out first."""
-    if not replace or not dest.exists():
-        if dest.exists() or dest.is_symlink():  # appeared while we worked
-            raise DataError(f"{dest}: exists; use --overwrite to replace it")
-        staging.rename(dest)
-        return
-    old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
-    dest.rename(old)
-    try:
-        staging.rename(dest)
-    except BaseException:
-        old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _unpack(zf: zipfile.ZipFile, todo: Plan, staging: Path, source: str) -> None:
@@ -216,11 +173,3 @@ def _unpack(zf: zipfile.ZipFile, todo: Plan, staging: Path, source: str) -> None
                 f"{source}: cannot unpack {member.info.filename} ({exc}); "
                 "the archive is damaged or truncated"
             ) from None
-
-
-def make_parents(folder: Path) -> list[Path]:
-    """mkdir -p `folder`; the folders it had to create, outermost first."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    for p in reversed(missing):
-        p.mkdir(exist_ok=True)
-    return list(reversed(missing))
