@@ -1,1 +1,233 @@
 """`bloodcells predict` and `bloodcells export`: a trained model put to work on new cells."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, app, bold, err, out
+
+# The defaults of bloodcells.predict (MIN_CONFIDENCE, CHUNK), repeated here so that
+# `bloodcells --help` does not import torch; tests/test_predict.py checks they agree.
+MIN_CONFIDENCE = 0.5
+CHUNK = 512
+MAX_CHUNK = 8192
+SHOW_UNREADABLE = 5  # unreadable files named on stderr; the CSV lists them all
+
+ModelArg = Annotated[
+    Path,
+    typer.Argument(help="A run folder, or a .onnx / .pt file made by bloodcells export."),
+]
+InputArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders (searched recursively) and glob patterns (quote them: "
+        "'cells/**/*.png')."
+    ),
+]
+
+
+@app.command("predict")
+def predict_cmd(
+    model: ModelArg,
+    inputs: InputArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="CSV file, or a folder for predictions.csv (made if it has no suffix); the "
+            "count goes next to it as NAME.count.json.",
+        ),
+    ] = Path("predictions.csv"),
+    min_confidence: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Rows whose top probability is below this are 'unsure' (still counted).",
+        ),
+    ] = MIN_CONFIDENCE,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=MAX_CHUNK, help="Images decoded and predicted at a time.")
+    ] = CHUNK,
+    device: DeviceOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the CSV and count if they exist.")
+    ] = False,
+) -> None:
+    """Classify new, unlabelled cells: a CSV row per image and the differential count."""
+    from bloodcells.files import output_file, write_atomic
+    from bloodcells.inputs import find_images
+    from bloodcells.predict import Predictor
+    from bloodcells.predict_csv import PredictionInterrupted, write_predictions
+
+    if not output.suffix and not output.exists():
+        output = output / "predictions.csv"  # a folder to be made
+    csv_file = output_file(output, "predictions.csv", (".csv",))
+    count_file = csv_file.with_name(f"{csv_file.stem}.count.json")
+    if not overwrite:
+        for file in (csv_file, count_file):
+            if file.exists():
+                raise BloodcellsError(f"{file}: exists; pass --overwrite to replace it")
+    predictor = Predictor.from_path(model, device, min_confidence)
+    for note in predictor.notes:
+        err.print(Text.assemble(("note: ", "yellow"), note))
+    found = find_images(inputs)
+    if found.skipped:
+        err.print(Text.assemble(("warning: ", "yellow"), found.skipped_summary()))
+    out.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {csv_file}")
+    csv_file.parent.mkdir(parents=True, exist_ok=True)
+    unreadable: list[str] = []
+    start = time.perf_counter()
+    with _progress(len(found)) as advance:
+
+        def on_chunk(rows: list[dict]) -> None:
+            unreadable.extend(r["path"] for r in rows if r["status"] == "unreadable")
+            advance(len(rows))
+
+        try:
+            written = write_predictions(
+                predictor, found.files, csv_file, batch_size, None, on_chunk
+            )
+        except PredictionInterrupted as stop:
+            err.print(
+                f"interrupted: {stop.rows:,} of {len(found):,} images done; their rows are in "
+                f"{stop.path} (no count was written)"
+            )
+            raise typer.Exit(130) from None
+    seconds = time.perf_counter() - start
+    for path in unreadable[:SHOW_UNREADABLE]:
+        err.print(Text.assemble(("unreadable: ", "yellow"), path))
+    if len(unreadable) > SHOW_UNREADABLE:
+        err.print(f"... and {len(unreadable) - SHOW_UNREADABLE} more unreadable (see the CSV)")
+    count = predictor.count(written.tally)
+    write_atomic(count_file, count.to_json())
+    _print_count(count, predictor.min_confidence)
+    rate = written.rows / seconds if seconds > 0 else 0.0
+    out.print(f"{written.rows:,} images in {seconds:.1f} s ({rate:,.0f} images/s)")
+    out.print(f"wrote {written.path}")
+    out.print(f"wrote {count_file}")
+
+
+def _progress(total: int):
+    """A context giving advance(n): a progress bar with images/s on stderr in a terminal."""
+    from contextlib import contextmanager
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} images/s" if speed else "")
+
+    @contextmanager
+    def bar():
+        columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), Rate())
+        progress = Progress(
+            *columns,
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        with progress:
+            task = progress.add_task("predicting", total=total)
+            yield lambda n: progress.advance(task, n)
+
+    return bar()
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:.1f}–{high:.1f}"
+
+
+def _print_count(count, min_confidence: float) -> None:
+    table = Table(title="differential count", title_justify="left")
+    columns = ("class", "count", "%", "95% CI", "unsure", "adjusted %", "95% CI (bootstrap)")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in count.classes:
+        table.add_row(
+            c.name,
+            f"{c.count:,}",
+            _percent(c.percent),
+            _interval(c.low, c.high),
+            f"{c.unsure:,}",
+            _percent(c.adjusted),
+            _interval(c.adjusted_low, c.adjusted_high),
+        )
+    out.print(table)
+    s = count.statuses
+    readable = count.images - s["unreadable"]
+    flagged = count.unlike_training_fraction
+    share = f" ({100 * flagged:.1f}% of readable images)" if flagged is not None else ""
+    out.print(
+        Text.assemble(
+            bold(f"{count.counted:,} of {count.images:,} images counted"),
+            f": ok {s['ok']:,}, unsure {s['unsure']:,} (top probability below "
+            f"{min_confidence:g}). Not counted: unreadable {s['unreadable']:,}, "
+            f"unlike-training {s['unlike-training']:,}{share}.",
+        )
+    )
+    if readable and flagged is not None and flagged > 0.2:
+        out.print(
+            Text(
+                "many images are unlike the training data (5% of its dev images are): another "
+                "stain, microscope or magnification? the counts may not be trustworthy",
+                "yellow",
+            )
+        )
+    out.print(f"adjusted: {count.adjusted_note}")
+
+
+@app.command("export")
+def export_cmd(
+    run: RunArg,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx (for onnxruntime) or torchscript (.pt).")
+    ] = "onnx",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="The model file, or a folder for it (default: the run folder)."
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(help="Compare the file with the run's model on its dev images."),
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the file and its card if they exist.")
+    ] = False,
+) -> None:
+    """One portable model file (weights, classes, transform, dev results) + MODEL_CARD.md."""
+    from bloodcells.export import check_format, export_run
+    from bloodcells.runs import load_run
+
+    check_format(format)
+    result = export_run(load_run(run), format, output, check, overwrite)
+    out.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB)")
+    if result.check is not None:
+        out.print(f"check passed: {result.check}")
+    elif check:
+        err.print(Text.assemble(("warning: ", "yellow"), result.note))
+    else:
+        out.print("check skipped (--no-check)")
+    out.print(f"wrote {result.card}")
