@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
@@ -112,3 +115,16 @@ def test_noise_and_flat_images_score_as_unlike_training(trained):
     with torch.no_grad():
         odd = energy_score(model(standardize(torch.cat([noise, flat]))))
     assert float((odd > threshold).float().mean()) >= 0.75
+
+
+def test_the_run_records_its_training_images_pixel_range(trained, tmp_path):
+    from bloodcells.predict import Predictor
+    from bloodcells.unlike import pixel_range
+
+    run, splits = trained
+    assert run.metrics["unlike_training"]["pixel_range"] == pixel_range(splits.train.images)
+    moved = tmp_path / "run"
+    shutil.copytree(run.path, moved)
+    config = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps(config | {"data_root": str(tmp_path / "gone")}))
+    assert Predictor.from_path(moved).pixel_range == run.metrics["unlike_training"]["pixel_range"]

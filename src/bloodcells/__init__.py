@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from bloodcells.data import Dataset, Splits, Transform, load_dataset
     from bloodcells.errors import BloodcellsError, DataError, RunError
     from bloodcells.evaluation import Evaluation, evaluate
+    from bloodcells.export import export_run
     from bloodcells.metrics import classification_metrics
     from bloodcells.models import MODELS, build_model, count_parameters
+    from bloodcells.predict import Predictor
     from bloodcells.runs import Run, load_run, resume_training, start_training
     from bloodcells.train import Callback, History, fit
 
@@ -29,6 +31,8 @@ _EXPORTS = {
     "bloodcells.runs": ("Run", "load_run", "resume_training", "start_training"),
     "bloodcells.config": ("TrainConfig",),
     "bloodcells.evaluation": ("Evaluation", "evaluate"),
+    "bloodcells.export": ("export_run",),
+    "bloodcells.predict": ("Predictor",),
     "bloodcells.train": ("Callback", "History", "fit"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -41,6 +45,7 @@ __all__ = [
     "Dataset",
     "Evaluation",
     "History",
+    "Predictor",
     "Run",
     "RunError",
     "Splits",
@@ -51,6 +56,7 @@ __all__ = [
     "classification_metrics",
     "count_parameters",
     "evaluate",
+    "export_run",
     "fit",
     "load_dataset",
     "load_run",

@@ -38,6 +38,7 @@ from bloodcells.train import (
     make_model,
     restore,
 )
+from bloodcells.unlike import pixel_range
 from bloodcells.version import versions
 
 CONFIG, HISTORY, METRICS, WEIGHTS, CHECKPOINT = (
@@ -108,10 +109,17 @@ def new_run_dir(out: str | Path, model: str) -> Path:
 class RunWriter(Callback):
     """Keeps a run folder current: config at the start, everything else after each epoch."""
 
-    def __init__(self, path: Path, data_root: str | Path | None, extra: dict | None = None):
+    def __init__(
+        self,
+        path: Path,
+        data_root: str | Path | None,
+        extra: dict | None = None,
+        pixel_range: dict | None = None,
+    ):
         self.path = Path(path)
         self.data_root = str(Path(data_root).resolve()) if data_root is not None else None
         self.extra = extra or {}
+        self.pixel_range = pixel_range  # of the training images: see bloodcells.unlike
         self.writer: dict = {}  # who is writing the run, so a reader can tell it was killed
         self.saved_epoch = 0  # the epoch the folder holds
         self.scores: dict = {}  # the dev-set metrics of that epoch
@@ -134,6 +142,7 @@ class RunWriter(Callback):
                 "score": "energy",
                 "percentile": OOD_PERCENTILE,
                 "threshold": state.evaluation.unlike_training_threshold(),
+                "pixel_range": self.pixel_range,
             }
         }
         files = {
@@ -359,7 +368,7 @@ def start_training(
     check_device(config.device)  # the config checked itself when made; nothing is created yet
     model = make_model(config, len(splits.classes))
     run_dir = run_dir or new_run_dir(out, config.model)
-    writer = RunWriter(run_dir, splits.root)
+    writer = RunWriter(run_dir, splits.root, pixel_range=pixel_range(splits.train.images))
     fit(model, splits.train, splits.test, config, [writer, *callbacks])
     return load_run(run_dir)
 
@@ -384,7 +393,7 @@ def resume_training(
         model, optimizer, history = restore(checkpoint, config, len(run.classes), device)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the state does not fit
         raise damaged(run.path / CHECKPOINT, f"does not fit the run: {summary(exc)}") from exc
-    writer = RunWriter(run.path, splits.root)
+    writer = RunWriter(run.path, splits.root, pixel_range=pixel_range(splits.train.images))
     fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, history)
     return load_run(run.path)
 
