@@ -4,7 +4,18 @@ Every module is imported inside the command that needs it, so `bloodcells --help
 without torch. Each module here adds one group of commands to the one typer app.
 """
 
-from bloodcells.cli import data, fetch, inspect, predict, prepare, report, training
+from bloodcells.cli import data, fetch, inspect, predict, prepare, report, robustness, training
 from bloodcells.cli.base import app, main
 
-__all__ = ["app", "data", "fetch", "inspect", "main", "predict", "prepare", "report", "training"]
+__all__ = [
+    "app",
+    "data",
+    "fetch",
+    "inspect",
+    "main",
+    "predict",
+    "prepare",
+    "report",
+    "robustness",
+    "training",
+]
