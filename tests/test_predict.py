@@ -16,7 +16,7 @@ from bloodcells import predict as predict_module
 from bloodcells.cli import app
 from bloodcells.cli import predict as cli_predict
 from bloodcells.count import Tally, differential_count
-from bloodcells.data import Transform, load_dataset
+from bloodcells.data import Transform, load_dataset, to_unit
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation import evaluate
 from bloodcells.inputs import find_images
@@ -430,3 +430,34 @@ def test_predict_matches_evaluate_for_rgb_and_16_bit_images(tmp_path, kind):
     rows = Predictor.from_run(run).predict(splits.test.paths)
     got = torch.tensor([[r["p_a"], r["p_b"]] for r in rows])
     assert torch.equal(got, expected)
+
+
+def test_tta_averages_the_dihedral_views_and_adapt_bn_leaves_the_run_alone(trained, tmp_path):
+    from bloodcells.augment import dihedral_views
+
+    run, splits = trained
+    images = to_unit(splits.test.images[:6])
+    plain = Predictor.from_path(run.path)
+    tta = Predictor.from_path(run.path)
+    tta.tta = True
+    logits, probabilities = tta.outputs(images)
+    views = torch.stack([plain.outputs(view)[1] for view in dihedral_views(images)])
+    assert torch.allclose(probabilities, views.mean(0), atol=1e-6)
+    assert torch.equal(logits, plain.outputs(images)[0])  # unlike-training reads plain logits
+    before = {k: v.clone() for k, v in plain.engine.model.state_dict().items()}
+    weights = (run.path / "weights.pt").read_bytes()
+    adapted = Predictor.from_path(run.path)
+    adapted.adapt_batchnorm(to_unit(splits.test.images))
+    after = adapted.engine.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
+    assert all(torch.equal(before[k], v) for k, v in plain.engine.model.state_dict().items())
+    assert (run.path / "weights.pt").read_bytes() == weights
+
+
+def test_predict_command_takes_tta_and_adapt_bn(trained, tmp_path):
+    run, splits = trained
+    out = tmp_path / "p.csv"
+    args = ["predict", str(run.path), str(splits.root / "test"), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--tta", "--adapt-bn"])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == len(splits.test) + 1

@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from bloodcells.adapt import adapt_batchnorm, require_batchnorm
+from bloodcells.augment import dihedral_views
 from bloodcells.count import DifferentialCount, Tally, differential_count
 from bloodcells.data import Transform, standardize
 from bloodcells.errors import BloodcellsError, RunError
@@ -82,6 +84,7 @@ class Predictor:
     kind: str = "model"  # run, onnx, torchscript or model
     info: dict | None = None  # what is known about the model (see export.metadata)
     notes: list[str] = field(default_factory=list)  # what the user should know (checks off)
+    tta: bool = False  # average the probabilities over the 8 dihedral views
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_confidence <= 1:
@@ -176,8 +179,29 @@ class Predictor:
         return ["path", "predicted", "probability", *probabilities, "second", "status"]
 
     def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, probabilities) of raw images, float32 in [0, 1], N×C×H×W."""
-        return self.engine(images)
+        """(logits, probabilities) of raw images, float32 in [0, 1], N×C×H×W.
+
+        With `tta` the probabilities are the mean over the 8 dihedral views (any engine: the
+        views are taken of the raw images); the logits, which the unlike-training score
+        reads, stay those of the images as they are.
+        """
+        logits, probabilities = self.engine(images)
+        if self.tta:
+            views = [self.engine(view)[1] for view in dihedral_views(images)[1:]]
+            probabilities = torch.stack([probabilities, *views]).mean(dim=0)
+        return logits, probabilities
+
+    def adapt_batchnorm(self, images: torch.Tensor) -> None:
+        """Re-estimate the model's BatchNorm statistics on raw target `images` (Schneider et
+        al. 2020), on a copy: the run or file it came from is never changed."""
+        if not isinstance(self.engine, TorchEngine):
+            raise BloodcellsError(
+                f"{self.source}: --adapt-bn needs a run folder (an exported file is fixed)"
+            )
+        require_batchnorm(self.engine.model, (self.info or {}).get("model", self.source))
+        x = standardize(images.to(self.engine.device))
+        self.engine = TorchEngine(adapt_batchnorm(self.engine.model, x), self.engine.device)
+        self.notes.append(f"BatchNorm statistics re-estimated on {len(images):,} of the images")
 
     def rows(self, images: torch.Tensor, paths: Sequence[str]) -> list[dict]:
         """One row per image (see the module doc) for raw images and their names."""

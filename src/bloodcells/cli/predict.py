@@ -18,6 +18,7 @@ MIN_CONFIDENCE = 0.5
 CHUNK = 512
 MAX_CHUNK = 8192
 SHOW_UNREADABLE = 5  # unreadable files named on stderr; the CSV lists them all
+ADAPT_MAX = 10_000  # --adapt-bn estimates BatchNorm statistics on at most this many images
 
 ModelArg = Annotated[
     Path,
@@ -60,10 +61,21 @@ def predict_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the CSV and count if they exist.")
     ] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/flips.")
+    ] = False,
+    adapt_bn: Annotated[
+        bool,
+        typer.Option(
+            "--adapt-bn",
+            help=f"Re-estimate BatchNorm statistics on (up to {ADAPT_MAX:,} of) the input "
+            "images first; the run is not changed.",
+        ),
+    ] = False,
 ) -> None:
     """Classify new, unlabelled cells: a CSV row per image and the differential count."""
     from bloodcells.files import output_file, write_atomic
-    from bloodcells.inputs import find_images
+    from bloodcells.inputs import find_images, read_images
     from bloodcells.predict import Predictor
     from bloodcells.predict_csv import PredictionInterrupted, write_predictions
 
@@ -76,11 +88,14 @@ def predict_cmd(
             if file.exists():
                 raise BloodcellsError(f"{file}: exists; pass --overwrite to replace it")
     predictor = Predictor.from_path(model, device, min_confidence)
+    predictor.tta = tta
     for note in predictor.notes:
         err.print(Text.assemble(("note: ", "yellow"), note))
     found = find_images(inputs)
     if found.skipped:
         err.print(Text.assemble(("warning: ", "yellow"), found.skipped_summary()))
+    if adapt_bn:
+        predictor.adapt_batchnorm(read_images(found.files[:ADAPT_MAX], predictor.transform))
     out.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {csv_file}")
     csv_file.parent.mkdir(parents=True, exist_ok=True)
     unreadable: list[str] = []
