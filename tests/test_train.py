@@ -7,13 +7,26 @@ import warnings
 
 import pytest
 import torch
+from torch.nn import functional as F
 
-from bloodcells.config import TrainConfig
+import bloodcells.train as train_module
+from bloodcells.config import SEED_STRIDE, TrainConfig
 from bloodcells.data import load_dataset
+from bloodcells.data.dataset import standardize, to_unit
 from bloodcells.devices import check_device, select_device
 from bloodcells.errors import BloodcellsError, ModelError, TrainingDiverged, TrainingWarning
 from bloodcells.evaluation import evaluate
-from bloodcells.train import Callback, fit, make_model
+from bloodcells.train import (
+    Callback,
+    FitState,
+    History,
+    cpu_threads,
+    fit,
+    make_model,
+    make_optimizer,
+    train_one_epoch,
+    training_threads,
+)
 
 
 def train_easy(root, **overrides):
@@ -193,3 +206,109 @@ def test_a_gpu_that_is_not_there_is_refused(monkeypatch):
 def test_the_largest_seed_trains(easy_root):
     _, _, history = train_easy(easy_root, model="simple", epochs=1, seed=2**32 - 1)
     assert len(history) == 1
+
+
+def reference_fit(model, splits, config):
+    """The training loop as it was before issue 12 (the lab recipe), step for step."""
+    optimizer = make_optimizer(model, config)
+    x, y = splits.train.standardized(), splits.train.labels
+    for epoch in range(1, config.epochs + 1):
+        torch.manual_seed(config.seed * SEED_STRIDE + epoch)
+        generator = torch.Generator().manual_seed(config.seed * SEED_STRIDE + epoch)
+        order = torch.randperm(len(y), generator=generator)
+        model.train()
+        for start in range(0, len(y), config.batch_size):
+            index = order[start : start + config.batch_size]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model, optimizer
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+@pytest.mark.parametrize("model", ["simple", "advanced"])
+def test_fit_is_the_pre_speed_up_loop_bit_for_bit_on_the_same_threads_and_layout(
+    easy_root, monkeypatch, model
+):
+    """Issue 12 changed only the threads and the memory layout: with those as they were, fit's
+    weights are the old loop's to the bit (schedule, label smoothing and the prepare hook at
+    their lab values change nothing)."""
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model=model, epochs=2, batch_size=16)
+    monkeypatch.setattr(train_module, "SINGLE_THREAD_PARAMETERS", 0)
+    monkeypatch.setattr(train_module, "CHANNELS_LAST_MODELS", frozenset())
+    fitted = make_model(config, 3)
+    fit(fitted, splits.train, splits.test, config)
+    reference, _ = reference_fit(make_model(config, 3), splits, config)
+    assert same_weights(fitted, reference)
+
+
+def test_fits_speed_paths_are_the_old_loop_on_one_thread_in_channels_last(easy_root):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="advanced", epochs=2, batch_size=16)
+    fitted = make_model(config, 3)
+    fit(fitted, splits.train, splits.test, config)
+    assert fitted[0].weight.is_contiguous(memory_format=torch.channels_last)
+    model = make_model(config, 3)
+    model.to(memory_format=torch.channels_last)
+    with cpu_threads(1):
+        reference, _ = reference_fit(model, splits, config)
+    assert same_weights(fitted, reference)
+
+
+def test_fit_gives_back_torchs_thread_count_even_when_training_fails(easy_root):
+    splits = load_dataset(easy_root)
+    before = torch.get_num_threads()
+    config = TrainConfig(model="simple", epochs=1)
+    fit(make_model(config, 3), splits.train, splits.test, config)
+    assert torch.get_num_threads() == before
+    bad = TrainConfig(model="advanced", epochs=2, lr=1e9)
+    with pytest.raises(TrainingDiverged):
+        fit(make_model(bad, 3), splits.train, splits.test, bad)
+    assert torch.get_num_threads() == before
+
+
+def test_small_models_at_small_batches_train_on_one_cpu_thread():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for name, batch, expected in (
+        ("simple", 8, 1),
+        ("advanced", 64, 1),
+        ("advanced", 256, None),
+        ("vgg16", 8, None),
+    ):
+        config = TrainConfig(model=name, batch_size=batch)
+        with torch.device("meta"):
+            model = make_model(config, 4)
+        assert training_threads(model, config, cpu) == expected, (name, batch)
+        assert training_threads(model, config, cuda) is None
+
+
+def test_standardizing_per_batch_gives_the_same_bits_as_the_whole_set_at_once(easy_root):
+    """What issue 11's augmentation relies on: x = standardize(augment(unit batch))."""
+    images = load_dataset(easy_root).train.images
+    whole = standardize(to_unit(images))
+    for threads in (1, torch.get_num_threads()):
+        with cpu_threads(threads):
+            batches = [standardize(to_unit(images[i : i + 8])) for i in range(0, len(images), 8)]
+        assert torch.equal(torch.cat(batches), whole)
+
+
+def test_train_one_epoch_can_prepare_each_batch_from_stored_images(easy_root):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="simple", epochs=1, batch_size=16)
+    losses = []
+    for x, prepare in (
+        (splits.train.standardized(), None),
+        (splits.train.images, lambda batch: standardize(to_unit(batch))),
+    ):
+        model = make_model(config, 3)
+        state = FitState(
+            model, make_optimizer(model, config), config, splits.classes, History(), "cpu"
+        )
+        state.epoch, state.batches = 1, math.ceil(len(splits.train) / 16)
+        losses.append(train_one_epoch(state, x, splits.train.labels, prepare=prepare))
+    assert losses[0] == losses[1]

@@ -1,4 +1,10 @@
-"""TrainConfig: everything that decides a training run, checked when it is made."""
+"""TrainConfig: everything that decides a training run, checked when it is made.
+
+A config names a recipe (bloodcells.recipes: "lab", the default, or "fast"); every recipe
+setting left at None (epochs, batch_size, lr, schedule, label_smoothing) is filled from it when
+the config is made, so a config always holds concrete values and config.json records them.
+An explicit value wins over the recipe's.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from numbers import Real
 from bloodcells.devices import check_device_name
 from bloodcells.errors import BloodcellsError, ModelError
 from bloodcells.models import get_spec
+from bloodcells.recipes import RECIPE_FIELDS, SCHEDULES, get_recipe
 
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
@@ -26,18 +33,28 @@ class TrainConfig:
     """Everything that decides a training run, saved as the run's config.json."""
 
     model: str = "advanced"
-    epochs: int = 5
-    batch_size: int = 8
-    lr: float | None = None  # None: the model's default learning rate (as in the lab)
+    # None: the recipe's value (the lab recipe: 5 epochs, batch 8, the model's learning rate)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None  # None in a config saved before recipes: the model's default
     seed: int = 0
     device: str | None = None  # None: CUDA when present, else CPU
     image_size: int = 32
     channels: int = 1
     options: dict = field(default_factory=dict)  # model options: bn2, head_dropout, extra_fc
+    recipe: str = "lab"  # where the settings left at None come from (bloodcells.recipes)
+    schedule: str | None = None  # learning rate per step: none, onecycle, cosine
+    label_smoothing: float | None = None  # of the training loss (the dev loss has none)
+    amp: bool = False  # bf16 autocast of the training steps (CUDA only)
 
     def __post_init__(self) -> None:
-        """Refuse, in one line, any value fit could not train with (before any folder exists)."""
+        """Fill the recipe's settings, then refuse, in one line, any value fit could not
+        train with (before any folder exists)."""
         get_spec(self.model)
+        recipe = get_recipe(self.recipe).settings_for(self.model)
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, recipe[name])
         check_whole("epochs", self.epochs, 1, MAX_EPOCHS)
         check_whole("batch-size", self.batch_size, 1, MAX_BATCH_SIZE)
         if self.lr is not None and not (_is_real(self.lr) and 0 < self.lr < math.inf):
@@ -50,6 +67,15 @@ class TrainConfig:
                 f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels!r}"
             )
         check_options(self.model, self.options)
+        if self.schedule not in SCHEDULES:
+            raise BloodcellsError(f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}")
+        smoothing = self.label_smoothing
+        if not (_is_real(smoothing) and 0 <= smoothing < 1):
+            raise BloodcellsError(
+                f"label smoothing must be from 0 up to (not including) 1, not {smoothing!r}"
+            )
+        if not isinstance(self.amp, bool):
+            raise BloodcellsError(f"amp must be true or false, not {self.amp!r}")
 
     @classmethod
     def from_saved(cls, saved: Mapping) -> TrainConfig:
@@ -57,14 +83,16 @@ class TrainConfig:
 
         Older versions accepted values the checks now refuse (a larger seed, head_dropout 1,
         mps); their runs must stay readable, so only the model name and field names are checked.
+        Fields a config saved before them lacks take the values those runs trained with: the
+        lab recipe, no schedule, no label smoothing, no amp.
         """
         unknown = sorted(set(saved) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"unknown config fields: {', '.join(map(str, unknown))}")
-        config = cls()  # the defaults, then the saved values over them
+        get_spec(saved.get("model", cls.model))
+        config = cls(model=saved.get("model", cls.model))  # the lab's values, then the saved
         vars(config).update(saved)
         config.options = dict(config.options)
-        get_spec(config.model)
         return config
 
     def with_epochs(self, epochs: int) -> TrainConfig:

@@ -21,8 +21,17 @@ from bloodcells.cli.base import (
     app,
     bold,
     err,
+    figure_output,
     out,
 )
+
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(help="lab (the default: the lab's settings) or fast (see bloodcells train)."),
+]
+AmpOpt = Annotated[
+    bool, typer.Option("--amp", help="bf16 autocast for the training steps (CUDA GPUs only).")
+]
 
 
 @app.command("models")
@@ -87,10 +96,16 @@ def train_cmd(
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Train up to this many epochs (default 5; with --resume, the run's)."),
+        typer.Option(
+            help="Train up to this many epochs (default: the recipe's; --resume: the run's)."
+        ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the model's).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per training step (default: the recipe's).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default: the recipe's; lab: the model's).")
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for initialisation, shuffles, dropout.")
     ] = None,
@@ -120,8 +135,22 @@ def train_cmd(
     plot: Annotated[
         bool, typer.Option("--plot", help="Keep loss.png and confusion.png in the run folder.")
     ] = False,
+    recipe: RecipeOpt = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="Learning rate per step: none, onecycle, cosine (default: recipe's)."),
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing of the training loss, e.g. 0.1.")
+    ] = None,
+    amp: AmpOpt = False,
 ) -> None:
-    """Train one model, with live progress, into a new run folder."""
+    """Train one model, with live progress, into a new run folder.
+
+    --recipe lab (the default) is the lab's: 5 epochs at batch 8, the model's learning rate.
+    --recipe fast: 3 epochs at batch 64, OneCycle to an lr-find peak, label smoothing 0.1.
+    --epochs, --batch-size, --lr, --schedule and --label-smoothing override the recipe's.
+    """
     from bloodcells.runs import resume_training, start_training
 
     if resume is not None:
@@ -129,7 +158,8 @@ def train_cmd(
             "--model": model, "--batch-size": batch_size, "--lr": lr, "--seed": seed,
             "--size": size, "--rgb/--gray": rgb, "--bn2": bn2 or None,
             "--head-dropout": head_dropout, "--extra-fc": extra_fc,
-            "--pretrained": pretrained or None,
+            "--pretrained": pretrained or None, "--recipe": recipe, "--schedule": schedule,
+            "--label-smoothing": label_smoothing, "--amp": amp or None,
         }  # fmt: skip
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
@@ -144,6 +174,8 @@ def train_cmd(
             data, model, epochs, batch_size, lr, seed, device, size, rgb,
             {"bn2": bn2, "head_dropout": head_dropout, "extra_fc": extra_fc,
              "pretrained": pretrained},
+            {"recipe": recipe or "lab", "schedule": schedule,
+             "label_smoothing": label_smoothing, "amp": amp},
         )  # fmt: skip
         from bloodcells.files import output_folder
         from bloodcells.runs import new_run_dir
@@ -167,8 +199,13 @@ def train_cmd(
     out.print(str(run.path))
 
 
-def _new_training(data, model, epochs, batch_size, lr, seed, device, size, rgb, options):
-    """A checked TrainConfig and its data: every option and the device before any folder."""
+def _new_training(
+    data, model, epochs, batch_size, lr, seed, device, size, rgb, options, recipe_settings=None
+):
+    """A checked TrainConfig and its data: every option and the device before any folder.
+
+    Settings left at None come from the recipe (TrainConfig fills them).
+    """
     import torch
 
     from bloodcells.config import TrainConfig
@@ -182,16 +219,19 @@ def _new_training(data, model, epochs, batch_size, lr, seed, device, size, rgb, 
     channels = get_spec(model).channels if rgb is None else (3 if rgb else 1)
     config = TrainConfig(
         model=model,
-        epochs=5 if epochs is None else epochs,
-        batch_size=8 if batch_size is None else batch_size,
+        epochs=epochs,
+        batch_size=batch_size,
         lr=lr,
         seed=0 if seed is None else seed,
         device=device,
         image_size=32 if size is None else size,
         channels=channels,
         options={k: v for k, v in options.items() if v},
+        **(recipe_settings or {}),
     )
-    select_device(config.device)
+    device_ = select_device(config.device)
+    if config.amp and device_.type != "cuda":
+        raise BloodcellsError(f"--amp (bf16 autocast) needs a CUDA GPU, not {device_}; drop it")
     with torch.device("meta"):  # checks the options and the image size, allocates nothing
         build_model(model, channels, 2, config.image_size, **config.options)
     return config, load_dataset(data, Transform(config.image_size, channels))
@@ -215,6 +255,75 @@ def _interruptible(run_dir: Path) -> Iterator[None]:
             f"bloodcells train --resume {run_dir}"
         )
         raise typer.Exit(130) from None
+
+
+@app.command("lr-find")
+def lr_find_cmd(
+    data: DataOpt = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="simple, advanced or vgg16.")] = (
+        "advanced"
+    ),
+    recipe: Annotated[
+        str, typer.Option(help="The recipe whose batch size and label smoothing to use.")
+    ] = "fast",
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per step (default: the recipe's).")
+    ] = None,
+    start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-6,
+    end: Annotated[
+        float, typer.Option(help="Last learning rate (stops early on a blow-up).")
+    ] = 1.0,
+    steps: Annotated[int, typer.Option(min=10, max=10_000, help="Steps (one rate each).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffles.")] = 0,
+    device: DeviceOpt = None,
+    size: Annotated[int | None, typer.Option(help="Resize images to SIZE×SIZE.")] = None,
+    rgb: Annotated[
+        bool | None, typer.Option("--rgb/--gray", help="Colour mode (default: the model's).")
+    ] = None,
+    output: Annotated[Path | None, figure_output("lr_find.png")] = None,
+) -> None:
+    """The learning-rate range test: loss against a rising learning rate, and a suggestion.
+
+    Trains a fresh model one step per rate, rates rising geometrically from --start to --end,
+    and suggests a third of the rate where the smoothed loss bottoms out: a peak for
+    --schedule onecycle (train --recipe fast --lr). Nothing is saved but the plot (-o).
+    """
+    from bloodcells.files import output_file
+    from bloodcells.lr_find import lr_find_figure, lr_range_test
+
+    target = output_file(output, "lr_find.png") if output is not None else None
+    config, splits = _new_training(
+        data, model, None, batch_size, None, seed, device, size, rgb, {}, {"recipe": recipe}
+    )
+    err.print(
+        f"LR range test: {config.model}, batch {config.batch_size}, "
+        f"label smoothing {config.label_smoothing:g}, {len(splits.train)} images, "
+        f"rates {start:g} to {end:g} in {steps} steps"
+    )
+    result = lr_range_test(splits.train, config, start, end, steps)
+    table = Table(title="smoothed training loss", title_justify="left")
+    table.add_column("learning rate", justify="right")
+    table.add_column("loss", justify="right")
+    every = max(1, len(result.lrs) // 12)
+    for lr, loss in list(zip(result.lrs, result.smoothed, strict=True))[::every]:
+        table.add_row(f"{lr:.2g}", f"{loss:.4f}")
+    out.print(table)
+    out.print(
+        f"minimum of the smoothed loss at lr {result.minimum:.3g}; "
+        f"steepest descent at lr {result.steepest:.3g}"
+    )
+    out.print(
+        Text.assemble("suggested peak learning rate: ", bold(f"{result.suggestion:.3g}")),
+    )
+    out.print(
+        f"e.g. bloodcells train --data {splits.root} --model {config.model} --recipe fast "
+        f"--lr {result.suggestion:.2g}"
+    )
+    if target is not None:
+        from bloodcells.figures import save_figure
+
+        title = f"{config.model}, batch {config.batch_size}, {splits.root.name}"
+        out.print(str(save_figure(lr_find_figure(result, title), target)))
 
 
 @app.command("evaluate")
