@@ -25,10 +25,19 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bloodcells import charts
-from bloodcells.errors import RunError
+from bloodcells.compare import (
+    COLUMNS,
+    compare_paths,
+    comparison_figure,
+    load_comparison,
+    reading,
+    table_rows,
+)
+from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.files import write_atomic
 from bloodcells.metrics import most_confused, row_percentages
 from bloodcells.runs import CONFIG, Run, load_run
+from bloodcells.sweep import is_sweep
 from bloodcells.version import versions
 
 REFRESH_SECONDS = 5
@@ -59,6 +68,7 @@ class Extras:
     planned: dict[str, int] = field(default_factory=dict)  # the lab's models: their epochs
     explained: str | None = None  # the run folder that predictions, mistakes, CAMs are of
     images: dict[str, Image] = field(default_factory=dict)  # keyed by IMAGES
+    comparison: dict | None = None  # not saved: a sweep folder's variants compared
     sources: list[str] = field(default_factory=list)  # not saved: the folders given to `load`
     skipped: list[str] = field(default_factory=list)  # not saved: run folders not readable
 
@@ -132,7 +142,18 @@ def load(
         extras = lab if len(paths) == 1 else None
     extras = extras or Extras()
     extras.sources, extras.skipped = [str(p) for p in paths], skipped
+    if len(paths) == 1 and is_sweep(paths[0]):
+        extras.comparison = _sweep_comparison(Path(paths[0]), extras)
     return list(runs.values()), extras
+
+
+def _sweep_comparison(folder: Path, extras: Extras) -> dict | None:
+    """The sweep's comparison.json, else one made now; a note says why there is none."""
+    try:
+        return load_comparison(folder) or compare_paths([folder], save=False)
+    except BloodcellsError as exc:
+        extras.skipped.append(f"no comparison of the variants: {exc}")
+        return None
 
 
 def write_report(
@@ -219,6 +240,7 @@ def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
         if explained
         else [],
         explain_command=shlex.join(["bloodcells", "report", *extras.sources, "--explain"]),
+        sweep=_sweep_view(extras.comparison),
         commands=_commands(runs, extras),
         settings=_settings(runs, extras, models),
         version=versions()["bloodcells"],
@@ -305,6 +327,22 @@ def _models(runs: Sequence[Run], extras: Extras, live: bool) -> list[Model]:
         model.id = f"model-{i + 1}"
         model.best = len(finished) > 1 and max(finished)[1] == i
     return models
+
+
+def _sweep_view(result: dict | None) -> dict | None:
+    """The comparison section: the dot-and-interval plot, the table a student reads, the
+    answer in sentences and how it was computed."""
+    if result is None:
+        return None
+    base = result["baseline"] or "base"
+    return {
+        "figure": _plot(comparison_figure(result), "sweep-plot"),
+        "columns": [c.format(base=base) for c in COLUMNS] + ["verdict"],
+        "rows": [list(row.values()) for row in table_rows(result)],
+        "reading": reading(result),
+        "method": [result["interval"], result["test"], result["rule"]],
+        "metric": result["metric"].replace("_", " "),
+    }
 
 
 def _plot(fig: go.Figure, div_id: str) -> dict:

@@ -4,7 +4,17 @@ Every module is imported inside the command that needs it, so `bloodcells --help
 without torch. Each module here adds one group of commands to the one typer app.
 """
 
-from bloodcells.cli import data, fetch, inspect, predict, prepare, report, robustness, training
+from bloodcells.cli import (
+    data,
+    fetch,
+    inspect,
+    predict,
+    prepare,
+    report,
+    robustness,
+    sweep,
+    training,
+)
 from bloodcells.cli.base import app, main
 
 __all__ = [
@@ -17,5 +27,6 @@ __all__ = [
     "prepare",
     "report",
     "robustness",
+    "sweep",
     "training",
 ]
