@@ -100,3 +100,10 @@ def test_debug_shows_the_exception(tmp_path):
     result = invoke("--debug", "data", "info", tmp_path / "missing")
     assert result.exit_code != 2
     assert result.exception is not None
+
+
+def test_evaluate_with_tta_and_adapted_batchnorm(trained):
+    run, _ = trained
+    result = invoke("evaluate", run.path, "--tta", "--adapt-bn")
+    assert result.exit_code == 0, result.output
+    assert "with TTA and adapted BatchNorm" in result.output and "accuracy" in result.output

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bloodcells.cli import app
 from bloodcells.data.synthetic import SynthConfig
 from bloodcells.errors import BloodcellsError
-from bloodcells.lab import LabConfig, run_lab
+from bloodcells.lab import LabConfig, plan, run_lab
 
 runner = CliRunner()
 
@@ -82,7 +82,6 @@ def test_lab_without_data_uses_the_labelled_demo_set(tmp_path):
 
 
 def test_vgg16_on_a_cpu_trains_on_a_subset_and_says_so(tmp_path):
-    from bloodcells.lab import plan
 
     train, per_class, note = plan(LabConfig(), "vgg16", on_gpu=False)
     assert per_class == LabConfig().vgg16_cpu_train_per_class and "CPU" in note
@@ -133,3 +132,9 @@ def test_the_reproduce_command_quotes_paths_for_a_shell(easy_root, tmp_path, mon
 def test_lab_epochs_zero_is_refused_not_read_as_the_default():
     with pytest.raises(BloodcellsError, match="epochs must be between 1"):
         LabConfig(epochs=0)
+
+
+def test_lab_recipe_robust_trains_the_augmented_recipe():
+    train, per_class, _ = plan(LabConfig(recipe="robust"), "advanced", on_gpu=False)
+    assert train.recipe == "robust" and train.augment.startswith("flip") and per_class is None
+    assert plan(LabConfig(), "advanced", on_gpu=False)[0].augment == "lab"

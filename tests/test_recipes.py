@@ -48,6 +48,7 @@ def test_the_fast_recipe_expands_into_concrete_recorded_values():
         "lr": LR_FIND["advanced"],
         "schedule": "onecycle",
         "label_smoothing": 0.1,
+        "augment": "lab",
     }
     assert saved["recipe"] == "fast"
     assert None not in (saved[k] for k in RECIPE_FIELDS)  # nothing left to change later
@@ -270,3 +271,35 @@ def test_lr_find_command_prints_a_suggestion_and_plots_the_curve(easy_root, tmp_
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     bad = invoke("lr-find", "--data", easy_root, "-o", tmp_path / "lr.gif")
     assert bad.exit_code == 2 and "unsupported file type .gif" in bad.output
+
+
+def test_the_robust_recipe_records_its_augmentation_with_every_strength():
+    gray = TrainConfig(model="advanced", recipe="robust")
+    assert gray.augment.startswith("flip,scale=1.33") and "stain" not in gray.augment
+    assert gray.epochs == 15 and gray.schedule == "cosine" and gray.lr == 1e-3
+    rgb = TrainConfig(model="advanced", recipe="robust", channels=3)
+    assert "stain=" in rgb.augment and "hue=" in rgb.augment
+    assert TrainConfig(model="advanced").augment == "lab"
+    assert TrainConfig(model="advanced", augment="flip,blur=0.5").augment == "flip,blur=0.5"
+    with pytest.raises(BloodcellsError, match="hue"):
+        TrainConfig(model="advanced", augment="hue")  # RGB only, and this is gray
+
+
+def test_resume_with_augmentation_is_exact(easy_root, tmp_path):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="advanced", epochs=2, augment="robust", lr=1e-3)
+    straight = start_training(splits, config, tmp_path / "a")
+
+    class StopAfterOne(Callback):
+        def on_epoch_end(self, state) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        start_training(splits, config, tmp_path / "b", [StopAfterOne()])
+    (half,) = (tmp_path / "b").iterdir()
+    resumed = resume_training(half)
+    a, b = straight.load_model().state_dict(), resumed.load_model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = start_training(splits, TrainConfig(model="advanced", epochs=2, lr=1e-3), tmp_path / "c")
+    p = plain.load_model().state_dict()
+    assert not all(torch.equal(a[k], p[k]) for k in a)  # augmentation changed the training

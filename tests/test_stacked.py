@@ -250,3 +250,8 @@ def test_memory_bounds_the_stack_size(monkeypatch):
     assert max_members(config(), 5, torch.device("cpu")) == 1
     assert [len(c) for c in split_evenly(list(range(20)), 16)] == [10, 10]
     assert [len(c) for c in split_evenly(list(range(7)), 3)] == [3, 2, 2]
+
+
+def test_augmented_configs_train_alone_with_fit():
+    assert stackable(TrainConfig(model="advanced"))
+    assert not stackable(TrainConfig(model="advanced", augment="flip"))

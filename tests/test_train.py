@@ -303,7 +303,7 @@ def test_train_one_epoch_can_prepare_each_batch_from_stored_images(easy_root):
     losses = []
     for x, prepare in (
         (splits.train.standardized(), None),
-        (splits.train.images, lambda batch: standardize(to_unit(batch))),
+        (splits.train.images, lambda batch, generator: standardize(to_unit(batch))),
     ):
         model = make_model(config, 3)
         state = FitState(

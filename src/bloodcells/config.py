@@ -1,8 +1,9 @@
 """TrainConfig: everything that decides a training run, checked when it is made.
 
-A config names a recipe (bloodcells.recipes: "lab", the default, or "fast"); every recipe
-setting left at None (epochs, batch_size, lr, schedule, label_smoothing) is filled from it when
-the config is made, so a config always holds concrete values and config.json records them.
+A config names a recipe (bloodcells.recipes: "lab", the default, "fast" or "robust"); every
+recipe setting left at None (epochs, batch_size, lr, schedule, label_smoothing, augment) is
+filled from it when the config is made, so a config always holds concrete values and
+config.json records them.
 An explicit value wins over the recipe's.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Real
 
+from bloodcells.augment import Augmenter
 from bloodcells.devices import check_device_name
 from bloodcells.errors import BloodcellsError, ModelError
 from bloodcells.models import get_spec
@@ -46,6 +48,7 @@ class TrainConfig:
     schedule: str | None = None  # learning rate per step: none, onecycle, cosine
     label_smoothing: float | None = None  # of the training loss (the dev loss has none)
     amp: bool = False  # bf16 autocast of the training steps (CUDA only)
+    augment: str | None = None  # bloodcells.augment spec, recorded with every strength
 
     def __post_init__(self) -> None:
         """Fill the recipe's settings, then refuse, in one line, any value fit could not
@@ -76,6 +79,7 @@ class TrainConfig:
             )
         if not isinstance(self.amp, bool):
             raise BloodcellsError(f"amp must be true or false, not {self.amp!r}")
+        self.augment = Augmenter.from_spec(self.augment, self.channels).spec
 
     @classmethod
     def from_saved(cls, saved: Mapping) -> TrainConfig:

@@ -25,7 +25,6 @@ from bloodcells.version import versions
 
 LAB_TITLE = "CNN Lab 1: classification of human blood cells"
 LAB_MODELS = ("simple", "advanced", "vgg16")
-LAB_EPOCHS = 5  # the lab's setting, used as is on a GPU
 MAX_EPOCHS = 1000
 
 
@@ -44,6 +43,7 @@ class LabConfig:
     cams: int = 6
     demo: SynthConfig = field(default_factory=SynthConfig)  # used when data is None
     notes: list[str] = field(default_factory=list)
+    recipe: str = "lab"  # bloodcells.recipes: the lab's own settings unless asked otherwise
 
     def __post_init__(self) -> None:
         if self.epochs is not None and not 1 <= self.epochs <= MAX_EPOCHS:
@@ -71,10 +71,14 @@ def check_models(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int | None, str]:
     """The training config for one model, its train subset per class (None: all) and a note."""
-    epochs = config.epochs if config.epochs is not None else LAB_EPOCHS
     spec = get_spec(model)
     train = TrainConfig(
-        model=model, epochs=epochs, seed=config.seed, device=config.device, channels=spec.channels
+        model=model,
+        epochs=config.epochs,  # None: the recipe's (the lab's 5)
+        seed=config.seed,
+        device=config.device,
+        channels=spec.channels,
+        recipe=config.recipe,
     )
     if model == "vgg16" and not on_gpu and config.epochs is None:
         train.epochs = config.vgg16_cpu_epochs

@@ -116,9 +116,10 @@ def _supported(layer: nn.Module) -> bool:
 def stackable(config: TrainConfig, num_classes: int = 5) -> bool:
     """Whether models of `config` can train in a stack (else a sweep trains them with fit).
 
-    bf16 autocast (amp) is left to fit: its rounding would not be the member's own.
+    bf16 autocast (amp) is left to fit: its rounding would not be the member's own; so is
+    augmentation, which fit draws from each run's own generator.
     """
-    if config.amp:
+    if config.amp or config.augment != "lab":
         return False
     with torch.device("meta"):
         model = build_model(

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bloodcells.augment import Augmenter
 from bloodcells.config import SEED_STRIDE, TrainConfig
-from bloodcells.data import Dataset
+from bloodcells.data import Dataset, standardize, to_unit
 from bloodcells.devices import select_device
 from bloodcells.errors import BloodcellsError, TrainingDiverged, TrainingWarning
 from bloodcells.evaluation import Evaluation, evaluate_tensors
@@ -161,8 +162,10 @@ def fit(
     optimizer = optimizer or make_optimizer(model, config)
     history = history if history is not None else History()
     # Standardized once for the whole set: per batch gives the same bits, but costs 5-25% more
-    # time per batch-8 step on a CPU (benchmarks/README.md).
-    x_train, y_train = train.to(device).standardized(), train.labels.to(device)
+    # time per batch-8 step on a CPU (benchmarks/README.md). Augmented batches must be
+    # standardized after augmenting, so then the set stays in [0, 1] and `prepare` does both.
+    x_train, prepare = _training_inputs(train.to(device), config)
+    y_train = train.labels.to(device)
     x_dev, y_dev = dev.to(device).standardized(), dev.labels.to(device)
     if device.type == "cpu" and config.model in CHANNELS_LAST_MODELS:
         to_channels_last(model, optimizer)
@@ -179,7 +182,7 @@ def fit(
             start = time.perf_counter()
             good_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             with cpu_threads(threads):
-                train_loss = train_one_epoch(state, x_train, y_train, callbacks)
+                train_loss = train_one_epoch(state, x_train, y_train, callbacks, prepare)
                 result = evaluate_tensors(model, x_dev, y_dev, dev.classes, dev.paths)
             if not (math.isfinite(train_loss) and math.isfinite(result.loss)):
                 model.load_state_dict(good_weights)
@@ -216,6 +219,16 @@ def fit(
     return history
 
 
+def _training_inputs(
+    train: Dataset, config: TrainConfig
+) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None]:
+    """What train_one_epoch slices batches from, and how it turns a batch into inputs."""
+    augment = Augmenter.from_spec(config.augment, config.channels)
+    if not augment:
+        return train.standardized(), None
+    return to_unit(train.images), lambda batch, generator: standardize(augment(batch, generator))
+
+
 def diverged_message(loss: float, epoch: int, lr: float) -> str:
     """What a non-finite loss in `epoch` stopped, and what the run keeps."""
     kept = (
@@ -248,12 +261,13 @@ def train_one_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     callbacks: Sequence[Callback] = (),
-    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prepare: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> float:
     """One pass over (x, y) in a shuffle seeded by (seed, epoch); the mean loss per example.
 
     `x` holds the model's inputs, or, with `prepare`, images that `prepare` turns into inputs
-    batch by batch (e.g. augment, then standardize).
+    batch by batch (augment, then standardize), drawing its randomness from the epoch's
+    generator after the shuffle: a resumed run augments exactly as an uninterrupted one.
     """
     model, optimizer, config = state.model, state.optimizer, state.config
     # Seeding per epoch (not once) makes a resumed run draw the same shuffles and dropout masks.
@@ -268,7 +282,7 @@ def train_one_epoch(
     total = torch.zeros((), device=x.device)
     for state.batch, start in enumerate(range(0, len(y), config.batch_size), start=1):
         index = order[start : start + config.batch_size]
-        inputs = x[index] if prepare is None else prepare(x[index])
+        inputs = x[index] if prepare is None else prepare(x[index], generator)
         if config.schedule != "none":
             lr = peak_lr * schedule_factor(config.schedule, step, total_steps)
             for group in optimizer.param_groups:
