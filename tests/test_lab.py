@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import json
 import shlex
 from html import unescape
 
@@ -25,6 +26,10 @@ def test_lab_on_given_data_writes_one_report_and_a_run_per_model(easy_root, tmp_
     assert all(run.path.parent == result.lab_dir for run in result.runs.values())
     html = result.report.read_text()
     assert 'http-equiv="refresh"' not in html  # finished: no more reloading
+    assert 'id="robustness"' in html and 'id="robustness-plot"' in html
+    saved = json.loads((result.lab_dir / "lab.json").read_text())["robustness"]
+    best = max(result.runs.values(), key=lambda run: run.metrics["accuracy"])
+    assert saved["run"] == str(best.path) and saved["results"]["plain"]["clean"]["accuracy"] > 0
     assert "simple" in html and "advanced" in html
     assert "synthetic demo data" not in html.lower()
     images = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', html)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from bloodcells.data import Transform, load_dataset
 from bloodcells.data.synthetic import SYNTHETIC_NOTICE, SynthConfig, ensure_demo_set
 from bloodcells.devices import select_device
@@ -26,6 +28,7 @@ from bloodcells.version import versions
 LAB_TITLE = "CNN Lab 1: classification of human blood cells"
 LAB_MODELS = ("simple", "advanced", "vgg16")
 MAX_EPOCHS = 1000
+ROBUSTNESS_CPU_PER_CLASS = 50
 
 
 @dataclass
@@ -89,6 +92,17 @@ def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int 
         )
         return train, per_class, note
     return train, None, ""
+
+
+def robustness_of(run: Run, device: torch.device) -> dict:
+    """`bloodcells robustness` of `run`, as saved in lab.json; VGG16 on a CPU on a subset of
+    the dev set (ROBUSTNESS_CPU_PER_CLASS images per class) to keep the lab's minutes."""
+    from bloodcells.robustness import robustness
+
+    per_class = None
+    if run.config.model == "vgg16" and device.type != "cuda":
+        per_class = ROBUSTNESS_CPU_PER_CLASS
+    return robustness(run, device=str(device), per_class=per_class).to_dict()
 
 
 class LabPage(Callback):
@@ -185,6 +199,9 @@ def run_lab(
         explained = explained_run(list(runs.values()))
         say(f"predictions, mistakes and Grad-CAM of the {explained.config.model} model")
         add_explanations(extras, explained, str(device), config.seed, config.cams)
+        best = max(runs.values(), key=lambda run: run.metrics.get("accuracy", 0.0))
+        say(f"robustness of the best model, {best.config.model}, under shifts of its dev set")
+        extras.robustness = robustness_of(best, device)
     except BaseException as exc:  # Ctrl-C too: the page says why it ends here, and stops
         extras.notes.append(f"The lab stopped early: {type(exc).__name__}: {exc}")
         raise

@@ -36,6 +36,7 @@ from bloodcells.compare import (
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.files import write_atomic
 from bloodcells.metrics import most_confused, row_percentages
+from bloodcells.robustness import RobustnessResult, robustness_figure
 from bloodcells.runs import CONFIG, Run, load_run
 from bloodcells.sweep import is_sweep
 from bloodcells.version import versions
@@ -68,12 +69,13 @@ class Extras:
     planned: dict[str, int] = field(default_factory=dict)  # the lab's models: their epochs
     explained: str | None = None  # the run folder that predictions, mistakes, CAMs are of
     images: dict[str, Image] = field(default_factory=dict)  # keyed by IMAGES
+    robustness: dict | None = None  # bloodcells robustness of the best run (RobustnessResult)
     comparison: dict | None = None  # not saved: a sweep folder's variants compared
     sources: list[str] = field(default_factory=list)  # not saved: the folders given to `load`
     skipped: list[str] = field(default_factory=list)  # not saved: run folders not readable
 
 
-SAVED = ("title", "synthetic", "dataset", "notes", "meta", "planned", "explained")
+SAVED = ("title", "synthetic", "dataset", "notes", "meta", "planned", "explained", "robustness")
 
 
 def save_extras(folder: Path, extras: Extras) -> None:
@@ -241,6 +243,7 @@ def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
         else [],
         explain_command=shlex.join(["bloodcells", "report", *extras.sources, "--explain"]),
         sweep=_sweep_view(extras.comparison),
+        robustness=_robustness_view(extras.robustness),
         commands=_commands(runs, extras),
         settings=_settings(runs, extras, models),
         version=versions()["bloodcells"],
@@ -327,6 +330,22 @@ def _models(runs: Sequence[Run], extras: Extras, live: bool) -> list[Model]:
         model.id = f"model-{i + 1}"
         model.best = len(finished) > 1 and max(finished)[1] == i
     return models
+
+
+def _robustness_view(saved: dict | None) -> dict | None:
+    """The robustness section: the heatmap and, per way of predicting, clean and mean."""
+    if saved is None:
+        return None
+    result = RobustnessResult.from_dict(saved)
+    rows = [
+        (mode, result.clean[mode].accuracy, result.mean(mode).accuracy) for mode in result.modes
+    ]
+    return {
+        "figure": _plot(robustness_figure(result), "robustness-plot"),
+        "rows": rows,
+        "run": Path(result.run).name,
+        "n": result.n,
+    }
 
 
 def _sweep_view(result: dict | None) -> dict | None:
