@@ -140,4 +140,7 @@ def test_mistakes_command_lists_top_losses_and_confused_pairs(trained, tmp_path)
     assert result.output.count("test/") == 3
     for row in expected:
         assert row["path"].rsplit("/", 1)[-1][:10] in result.output
-    assert "most confused classes" in result.output and out.read_bytes()[:4] == b"\x89PNG"
+    mistakes = evaluate(run.load_model(), splits.test).most_confused()
+    assert ("most confused classes" in result.output) == bool(mistakes)
+    assert ("no mistakes on the dev set" in result.output) == (not mistakes)
+    assert out.read_bytes()[:4] == b"\x89PNG"
