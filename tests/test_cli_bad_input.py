@@ -8,26 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from bloodcells.cli import app
 from bloodcells.cli.base import one_line
 from bloodcells.runs import start_training
 from bloodcells.train import Callback, TrainConfig
 from tests.conftest import write_layout
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
+from tests.helpers import invoke, one_line_error
 
 
 @pytest.fixture(scope="module")

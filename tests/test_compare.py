@@ -11,21 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.compare import (
-    Scored,
-    Summary,
-    compare_runs,
-    comparison_figure,
-    paired_difference,
-    reading,
-    summarize,
-    table_rows,
-    verdict,
-)
+from bloodcells.compare import Scored, compare_runs
+from bloodcells.compare_stats import Summary, paired_difference, summarize, verdict
+from bloodcells.compare_view import comparison_figure, reading, table_rows
 from bloodcells.config import TrainConfig
 from bloodcells.errors import BloodcellsError
 from bloodcells.runs import History, Run
-from bloodcells.sweep import variant_name
+from bloodcells.variants import variant_name
 
 # Student t quantiles from a printed table: t(0.975, df)
 T975 = {2: 4.302653, 4: 2.776445}

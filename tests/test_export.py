@@ -9,10 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from bloodcells import export as export_module
-from bloodcells.cli import app
 from bloodcells.data import load_dataset, to_unit
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation import evaluate
@@ -21,19 +19,7 @@ from bloodcells.predict import Predictor
 from bloodcells.runs import load_run, start_training
 from bloodcells.train import TrainConfig
 from tests.conftest import write_layout
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
+from tests.helpers import invoke, one_line_error
 
 
 @pytest.fixture(scope="module")

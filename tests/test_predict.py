@@ -25,19 +25,7 @@ from bloodcells.predict_csv import PredictionInterrupted, partial_path, write_pr
 from bloodcells.runs import start_training
 from bloodcells.train import TrainConfig
 from tests.conftest import easy_image
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
+from tests.helpers import invoke, one_line_error
 
 
 def read_csv(path) -> list[dict]:

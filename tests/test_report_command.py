@@ -5,24 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from bloodcells.cli import app
 from tests.conftest import write_layout
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 IMG = re.compile(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"')
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 @pytest.fixture(scope="module")

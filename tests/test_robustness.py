@@ -9,40 +9,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from bloodcells.adapt import evaluate_tta
-from bloodcells.cli import app
 from bloodcells.data import Transform, load_dataset
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation import evaluate
-from bloodcells.robustness import (
-    MODES,
-    SEVERITIES,
-    SHIFTS,
-    RobustnessResult,
-    robustness,
-    robustness_figure,
-    shift_images,
-    to_channels,
-)
+from bloodcells.robustness import MODES, RobustnessResult, robustness, robustness_figure
 from bloodcells.runs import start_training
+from bloodcells.shifts import SEVERITIES, SHIFTS, shift_images, to_channels
 from bloodcells.train import TrainConfig
 from tests.conftest import easy_image, write_layout
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 RANDOM_SHIFTS = {"noise", "hue", "stain"}  # the shifts whose seed matters
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def colour_images(n: int = 6, seed: int = 0) -> torch.Tensor:

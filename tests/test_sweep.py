@@ -12,22 +12,21 @@ from bloodcells.compare import compare_paths
 from bloodcells.errors import BloodcellsError, ModelError, RunError
 from bloodcells.runs import evaluate_run, load_run
 from bloodcells.stacked import StackCallback
-from bloodcells.sweep import (
-    LAB_VARIANTS,
+from bloodcells.sweep import DataCache, plan_jobs, run_sweep, sweep_status
+from bloodcells.sweep_plan import (
     MAX_RUNS,
     SWEEP_FILE,
-    DataCache,
     SweepPlan,
     load_sweep,
-    lr_text,
     open_sweep,
+    plan_sweep,
+)
+from bloodcells.variants import (
+    LAB_VARIANTS,
+    lr_text,
     parse_seeds,
     parse_variant,
     parse_variants,
-    plan_jobs,
-    plan_sweep,
-    run_sweep,
-    sweep_status,
     variant_name,
 )
 

@@ -25,20 +25,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bloodcells import charts
-from bloodcells.compare import (
-    COLUMNS,
-    compare_paths,
-    comparison_figure,
-    load_comparison,
-    reading,
-    table_rows,
-)
+from bloodcells.compare import compare_paths, load_comparison
+from bloodcells.compare_view import COLUMNS, comparison_figure, reading, table_rows
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.files import write_atomic
 from bloodcells.metrics import most_confused, row_percentages
 from bloodcells.robustness import RobustnessResult, robustness_figure
 from bloodcells.runs import CONFIG, Run, load_run
-from bloodcells.sweep import is_sweep
+from bloodcells.sweep_plan import is_sweep
 from bloodcells.version import versions
 
 REFRESH_SECONDS = 5

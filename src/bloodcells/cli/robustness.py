@@ -77,7 +77,7 @@ def robustness_cmd(
 
 
 def _table(result) -> Table:
-    from bloodcells.robustness import SEVERITIES, SHIFTS
+    from bloodcells.shifts import SEVERITIES, SHIFTS
 
     title = (
         f"{result.run} on {result.data} test split ({result.n} images, "

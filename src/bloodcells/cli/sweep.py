@@ -57,7 +57,8 @@ def sweep_cmd(
 ) -> None:
     """Train every variant with every seed (stacked), then compare them with intervals."""
     from bloodcells.compare import METRICS
-    from bloodcells.sweep import DataCache, load_sweep, open_sweep, plan_sweep, run_sweep
+    from bloodcells.sweep import DataCache, run_sweep
+    from bloodcells.sweep_plan import load_sweep, open_sweep, plan_sweep
 
     if metric not in METRICS:
         raise BloodcellsError(f"unknown metric {metric!r}; use {' or '.join(METRICS)}")
@@ -142,8 +143,9 @@ def compare_cmd(
 
 
 def _compare_and_print(paths, metric: str, baseline: str | None, as_json: bool) -> None:
-    from bloodcells.compare import COLUMNS, compare_paths, reading, table_rows
-    from bloodcells.sweep import COMPARISON_FILE, is_sweep
+    from bloodcells.compare import compare_paths
+    from bloodcells.compare_view import COLUMNS, reading, table_rows
+    from bloodcells.sweep_plan import COMPARISON_FILE, is_sweep
 
     result = compare_paths(paths, metric, baseline)
     if as_json:
