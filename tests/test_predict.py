@@ -421,7 +421,7 @@ def test_predict_matches_evaluate_for_rgb_and_16_bit_images(tmp_path, kind):
 
 
 def test_tta_averages_the_dihedral_views_and_adapt_bn_leaves_the_run_alone(trained, tmp_path):
-    from bloodcells.augment import dihedral_views
+    from bloodcells.image_ops import dihedral_views
 
     run, splits = trained
     images = to_unit(splits.test.images[:6])

@@ -24,13 +24,13 @@ from bloodcells.data import load_dataset
 from bloodcells.errors import RunError
 from bloodcells.lab import LabPage
 from bloodcells.metrics import classification_metrics
-from bloodcells.report import (
+from bloodcells.report import render
+from bloodcells.report_sources import (
     IMAGES,
     Extras,
     Image,
     load,
     read_extras,
-    render,
     save_extras,
 )
 from bloodcells.runs import Run, new_run_dir, start_training
@@ -314,7 +314,7 @@ def test_a_path_without_runs_is_one_line(tmp_path, make):
 
 
 def test_the_number_of_runs_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("bloodcells.report.MAX_RUNS", 2)
+    monkeypatch.setattr("bloodcells.report_sources.MAX_RUNS", 2)
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")  # counted before any is read

@@ -167,7 +167,8 @@ def test_a_sweep_makes_ordinary_run_folders_and_a_comparison(tiny_root, tmp_path
     assert json.loads((outcome.folder / "comparison.json").read_text()) == result
     again, _ = sweep(tiny_root, tmp_path / "runs")  # the same command: nothing left to do
     assert again.folder == outcome.folder and again.trained == 0 and again.skipped == 4
-    from bloodcells.report import load, render
+    from bloodcells.report import render
+    from bloodcells.report_sources import load
 
     page = render(*load([outcome.folder]))  # bloodcells report SWEEP shows the answer
     assert 'id="variants"' in page and 'id="sweep-plot"' in page

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bloodcells.augment import dihedral_views
 from bloodcells.data import Dataset
 from bloodcells.devices import select_device
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation import EVAL_BATCH, Evaluation, evaluate_tensors, predict_logits
+from bloodcells.image_ops import dihedral_views
 
 if TYPE_CHECKING:
     from bloodcells.runs import Run

@@ -20,7 +20,8 @@ from bloodcells.devices import select_device
 from bloodcells.errors import BloodcellsError
 from bloodcells.files import write_atomic
 from bloodcells.models import MODELS, get_spec
-from bloodcells.report import PAGE, STOPPED, explained_run, load, render
+from bloodcells.report import PAGE, STOPPED, render
+from bloodcells.report_sources import explained_run, load
 from bloodcells.runs import Run, load_run, new_run_dir, start_training
 from bloodcells.train import Callback, FitState, TrainConfig
 from bloodcells.version import versions
@@ -147,7 +148,7 @@ def run_lab(
     the same page again.
     """
     from bloodcells.figures import figure_png, sample_grid
-    from bloodcells.report import Extras, Image, add_explanations, save_extras
+    from bloodcells.report_sources import Extras, Image, add_explanations, save_extras
 
     models = check_models(config.models)
     device = select_device(config.device)

@@ -27,7 +27,6 @@ number of files.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,15 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from bloodcells.adapt import adapt_batchnorm, require_batchnorm
-from bloodcells.augment import dihedral_views
 from bloodcells.count import DifferentialCount, Tally, differential_count
 from bloodcells.data import Transform, standardize
 from bloodcells.errors import BloodcellsError, RunError
-from bloodcells.evaluation import predict_logits
+from bloodcells.image_ops import dihedral_views
 from bloodcells.inputs import find_images, in_memory, load_image
+from bloodcells.torch_engine import TorchEngine, torch_threads
 from bloodcells.unlike import (
     NO_ENERGY,
     NO_PIXELS,
@@ -55,7 +53,6 @@ from bloodcells.unlike import (
 MIN_CONFIDENCE = 0.5
 CHUNK = 512  # images decoded and predicted at a time (--batch-size)
 MAX_CHUNK = 8192
-MODEL_BATCH = 128  # images per forward pass of a PyTorch model on a CPU
 METADATA_KEY = "bloodcells"  # the JSON in ONNX metadata_props / TorchScript extra files
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 NOT_A_MODEL = "neither a run folder nor a model file exported by bloodcells export (.onnx, .pt)"
@@ -362,37 +359,6 @@ class Predictions:
 
     def count(self, n_resamples: int | None = None, seed: int = 0) -> DifferentialCount:
         return self.predictor.count(self.rows, n_resamples, seed)
-
-
-class TorchEngine:
-    """A PyTorch model: standardize (as training does) and predict_logits, then softmax,
-    exactly as evaluation.evaluate does."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
-        self.model, self.device = model.eval(), torch.device(device)
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = standardize(images.to(self.device))
-        # batches of MODEL_BATCH: on a CPU, 2-3x faster than 512 or 1024 at once (the
-        # activations stay in cache), and the same numbers (tests/test_predict.py)
-        step = MODEL_BATCH if self.device.type == "cpu" else max(len(x), 1)
-        starts = range(0, max(len(x), 1), step)
-        logits = torch.cat([predict_logits(self.model, x[i : i + step]) for i in starts]).float()
-        return logits.cpu(), F.softmax(logits, dim=1).cpu()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to `n` for a while (a process-wide setting)."""
-    before = torch.get_num_threads()
-    if n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_batch_size(batch_size: int) -> int:

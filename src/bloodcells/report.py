@@ -5,6 +5,7 @@ adds (dataset summary, image grids, notes, how it was made), which the lab keeps
 folder (lab.json, figures/): so `bloodcells report LAB` rebuilds the page the lab wrote, and any
 run folders make the same kind of page. plotly.js is inlined once and every image is a PNG data
 URL: the page opens offline. Markup: templates/report.html (Jinja2, autoescaped) and report.css.
+What the page is made from (`load`, `Extras`) is in `report_sources`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -25,131 +26,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bloodcells import charts
-from bloodcells.compare import compare_paths, load_comparison
 from bloodcells.compare_view import COLUMNS, comparison_figure, reading, table_rows
-from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.files import write_atomic
 from bloodcells.metrics import most_confused, row_percentages
+from bloodcells.report_sources import Extras, add_explanations, explained_run, load
 from bloodcells.robustness import RobustnessResult, robustness_figure
-from bloodcells.runs import CONFIG, Run, load_run
-from bloodcells.sweep_plan import is_sweep
+from bloodcells.runs import Run
 from bloodcells.version import versions
 
 REFRESH_SECONDS = 5
-MAX_RUNS = 200  # on one page: each run adds two figures, and reading one reads its checkpoint
-LAB_FILE, FIGURES, PAGE = "lab.json", "figures", "report.html"
-IMAGES = ("samples", "predictions", "top_losses", "gradcam")  # the extra images, by name
+PAGE = "report.html"
 STOPPED = ("interrupted", "failed", "diverged")  # a fit that ends like this ends the lab
 PILL = {"finished": "done", "training": "live", "queued": "queued", "not trained": "queued"}
-
-
-@dataclass
-class Image:
-    """A PNG the page embeds, and what it shows."""
-
-    png: bytes
-    caption: str = ""
-
-
-@dataclass
-class Extras:
-    """What a page shows besides its runs; a lab keeps them in its folder (`save_extras`)."""
-
-    title: str = "bloodcells report"
-    synthetic: bool = False  # the built-in demo set: a banner says the numbers mean nothing
-    dataset: dict | None = None  # Splits.summary()
-    notes: list[str] = field(default_factory=list)
-    meta: dict = field(default_factory=dict)  # command, data, seed, device, versions
-    planned: dict[str, int] = field(default_factory=dict)  # the lab's models: their epochs
-    explained: str | None = None  # the run folder that predictions, mistakes, CAMs are of
-    images: dict[str, Image] = field(default_factory=dict)  # keyed by IMAGES
-    robustness: dict | None = None  # bloodcells robustness of the best run (RobustnessResult)
-    comparison: dict | None = None  # not saved: a sweep folder's variants compared
-    sources: list[str] = field(default_factory=list)  # not saved: the folders given to `load`
-    skipped: list[str] = field(default_factory=list)  # not saved: run folders not readable
-
-
-SAVED = ("title", "synthetic", "dataset", "notes", "meta", "planned", "explained", "robustness")
-
-
-def save_extras(folder: Path, extras: Extras) -> None:
-    """Write `extras` into `folder`: figures/<name>.png and lab.json, each atomically."""
-    (folder / FIGURES).mkdir(parents=True, exist_ok=True)
-    for name, image in extras.images.items():
-        write_atomic(folder / FIGURES / f"{name}.png", image.png)
-    saved = {name: getattr(extras, name) for name in SAVED}
-    saved["images"] = {name: image.caption for name, image in extras.images.items()}
-    write_atomic(folder / LAB_FILE, json.dumps(saved, indent=2))
-
-
-def read_extras(folder: Path) -> Extras | None:
-    """The extras saved in `folder`, or None when it has none."""
-    file = folder / LAB_FILE
-    if not file.is_file():
-        return None
-    try:
-        saved = json.loads(file.read_text(encoding="utf-8"))
-        extras = Extras(**{name: saved[name] for name in SAVED if name in saved})
-        captions = dict(saved.get("images", {}))
-    except (ValueError, TypeError, AttributeError, OSError) as exc:
-        raise RunError(
-            f"{file}: unreadable ({type(exc).__name__}); the lab folder is damaged"
-        ) from exc
-    for name in IMAGES:
-        if name in captions and (folder / FIGURES / f"{name}.png").is_file():
-            png = (folder / FIGURES / f"{name}.png").read_bytes()
-            extras.images[name] = Image(png, str(captions[name]))
-    return extras
-
-
-def load(
-    paths: Sequence[str | Path], load_one: Callable[[Path], Run] = load_run
-) -> tuple[list[Run], Extras]:
-    """The runs in `paths` (run folders, or folders holding them, as a lab's does) and, when
-    one folder is given, its extras. A RunError names a path that holds no run."""
-    if not paths:
-        raise RunError("no run folders given")
-    runs: dict[Path, Run] = {}
-    extras, skipped = None, []
-    for path in map(Path, paths):
-        lab = None
-        if (path / CONFIG).is_file():
-            found = [path]
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
-            lab = read_extras(path)
-            if not found and lab is None:
-                raise RunError(
-                    f"{path}: not a run folder, nor a folder of run folders (no {CONFIG} in it "
-                    "or its subfolders); bloodcells train and bloodcells lab make them"
-                )
-        else:
-            what = "not a folder" if path.exists() else "no such folder"
-            raise RunError(f"{path}: {what}; give run folders or a lab's folder")
-        if len(runs) + len(found) > MAX_RUNS:
-            raise RunError(f"{path}: more than {MAX_RUNS} runs for one page; give fewer")
-        for folder in found:
-            try:
-                runs.setdefault(folder.resolve(), load_one(folder))
-            except RunError as exc:  # in a folder of runs: one killed before its first epoch
-                if folder == path:
-                    raise
-                skipped.append(f"not shown: {exc}")
-        extras = lab if len(paths) == 1 else None
-    extras = extras or Extras()
-    extras.sources, extras.skipped = [str(p) for p in paths], skipped
-    if len(paths) == 1 and is_sweep(paths[0]):
-        extras.comparison = _sweep_comparison(Path(paths[0]), extras)
-    return list(runs.values()), extras
-
-
-def _sweep_comparison(folder: Path, extras: Extras) -> dict | None:
-    """The sweep's comparison.json, else one made now; a note says why there is none."""
-    try:
-        return load_comparison(folder) or compare_paths([folder], save=False)
-    except BloodcellsError as exc:
-        extras.skipped.append(f"no comparison of the variants: {exc}")
-        return None
 
 
 def write_report(
@@ -162,48 +50,6 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, render(runs, extras))
     return runs
-
-
-def explained_run(runs: Sequence[Run], folder: str | None = None) -> Run:
-    """The run whose predictions, mistakes and CAMs a page shows: the run folder named
-    `folder`, else the first advanced CNN (the lab's choice), else the last run."""
-    advanced = next((r for r in runs if r.config.model == "advanced"), runs[-1])
-    return next((r for r in runs if r.name == folder), advanced)
-
-
-def add_explanations(
-    extras: Extras, run: Run, device: str | None = None, seed: int = 0, cams: int = 6
-) -> None:
-    """Add what `extras` lacks, made from `run`: predictions, top losses and Grad-CAM of its
-    model on its dev images, its dataset's summary and sample images. Every figure is made
-    here, by the module that owns it (adapt a call here when a signature changes)."""
-    from bloodcells.devices import select_device
-    from bloodcells.evaluation import evaluate
-    from bloodcells.explain import gradcam_figure
-    from bloodcells.figures import figure_png, prediction_grid, sample_grid, top_losses_figure
-
-    device_ = str(select_device(device))
-    splits = run.load_data()
-    dev, model, name = splits.test, run.load_model(device_), run.config.model
-    extras.explained, extras.dataset = run.name, extras.dataset or splits.summary()
-    makers = {
-        "samples": lambda: sample_grid(splits.train, seed=seed),
-        "predictions": lambda: prediction_grid(model, dev, seed=seed, device=device_),
-        "top_losses": lambda: top_losses_figure(evaluate(model, dev, device_), dev),
-        "gradcam": lambda: gradcam_figure(model, dev, n=cams, seed=seed, device=device_),
-    }
-    captions = {
-        "samples": "Sample images per class.",
-        "predictions": f"The {name} model on random dev images",
-        "top_losses": f"The {name} model's most confidently wrong dev images",
-        "gradcam": f"Grad-CAM of the {name} model on dev images",
-    }
-    for key, make in makers.items():
-        if key not in extras.images:
-            extras.images[key] = Image(figure_png(make()), captions[key])
-
-
-# -- the page ------------------------------------------------------------------------------
 
 
 def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:

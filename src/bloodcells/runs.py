@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import socket
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from bloodcells.train import (
 )
 from bloodcells.unlike import pixel_range
 from bloodcells.version import versions
+from bloodcells.writer_process import writer_alive, writer_identity
 
 CONFIG, HISTORY, METRICS, WEIGHTS, CHECKPOINT = (
     "config.json",
@@ -218,47 +218,6 @@ def os_reason(exc: OSError) -> str:
     """`exc` in a few lower-case words: "no space left on device", "permission denied"."""
     text = exc.strerror or str(exc) or type(exc).__name__
     return text[:1].lower() + text[1:]
-
-
-def writer_identity() -> dict:
-    """This process, as metrics.json records its writer: pid, host, start times."""
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "process_start": process_start(os.getpid()),
-    }
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux /proc); None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def writer_alive(writer: object) -> bool | None:
-    """Whether the process in a metrics.json "writer" still runs: True, False, None (unknown)."""
-    if not isinstance(writer, dict) or writer.get("host") != socket.gethostname():
-        return None
-    pid = writer.get("pid")
-    if os.name != "posix" or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None  # (on Windows, os.kill would end the process)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, but another user's
-    except OSError:
-        return None
-    started = writer.get("process_start")
-    now = process_start(pid)
-    if started is None or now is None:
-        return True
-    return now == started  # another start time: the pid was reused by a new process
 
 
 def history_csv(history: History) -> str:

@@ -45,7 +45,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bloodcells.augment import (
+from bloodcells.data import to_unit
+from bloodcells.errors import BloodcellsError
+from bloodcells.image_ops import (
     adjust_gamma,
     gaussian_blur,
     rotate_hue,
@@ -53,8 +55,6 @@ from bloodcells.augment import (
     stain_jitter,
     zoom_shift,
 )
-from bloodcells.data import to_unit
-from bloodcells.errors import BloodcellsError
 
 # The family's name and version: results of different versions are not comparable (bump it
 # whenever a shift, a level, or the code that makes the images changes).

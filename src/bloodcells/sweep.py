@@ -26,7 +26,6 @@ from bloodcells.runs import (
     RunWriter,
     load_run,
     read_checkpoint,
-    writer_alive,
 )
 from bloodcells.stack_plan import max_members, split_evenly, stack_key
 from bloodcells.stacked import Member, StackCallback, fit_stacked
@@ -34,6 +33,7 @@ from bloodcells.stacked_layers import stackable
 from bloodcells.sweep_plan import SweepPlan, write_sweep_file
 from bloodcells.train import Callback, History, fit, make_model, make_optimizer, restore
 from bloodcells.variants import Variant
+from bloodcells.writer_process import writer_alive
 
 # --- training ---------------------------------------------------------------------------
 

@@ -13,8 +13,17 @@ from bloodcells.cli import (
     report,
     robustness,
     sweep,
-    training,
 )
+
+# isort: split
+# `bloodcells --help` lists commands in the order they are registered: models, training, lab.
+from bloodcells.cli import models
+
+# isort: split
+from bloodcells.cli import training
+
+# isort: split
+from bloodcells.cli import lab
 from bloodcells.cli.base import app, main
 
 __all__ = [
@@ -22,7 +31,9 @@ __all__ = [
     "data",
     "fetch",
     "inspect",
+    "lab",
     "main",
+    "models",
     "predict",
     "prepare",
     "report",

@@ -1,8 +1,7 @@
-"""Models, training, evaluation and the whole lab."""
+"""Training, the learning-rate range test and evaluation."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,60 +31,6 @@ RecipeOpt = Annotated[
 AmpOpt = Annotated[
     bool, typer.Option("--amp", help="bf16 autocast for the training steps (CUDA GPUs only).")
 ]
-
-
-@app.command("models")
-def models_cmd() -> None:
-    """The models you can train, with parameter counts (32×32, 5 classes) and options."""
-    import torch
-
-    from bloodcells.models import MODELS, build_model, count_parameters
-
-    table = Table()
-    for col in ("name", "parameters", "default lr", "channels", "options", "description"):
-        table.add_column(
-            col,
-            justify="right" if col == "parameters" else "left",
-            no_wrap=col in ("name", "parameters"),
-            min_width=24 if col == "description" else None,
-            overflow="fold",
-        )
-    for spec in MODELS.values():
-        with torch.device("meta"):  # shapes only: no memory, no weight initialisation
-            n = count_parameters(build_model(spec.name, spec.channels, 5, 32))
-        channels = "gray" if spec.channels == 1 else "RGB"
-        options = ", ".join(_flag(o) for o in spec.options) or "-"
-        table.add_row(
-            spec.name, f"{n:,}", f"{spec.default_lr:g}", channels, options, spec.description
-        )
-    out.print(table)
-
-
-def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
-@app.command("shapes")
-def shapes(
-    model: Annotated[str, typer.Argument(help="Model name (see `bloodcells models`).")],
-    size: Annotated[int, typer.Option(min=4, max=512, help="Input image size.")] = 32,
-    channels: Annotated[int, typer.Option(min=1, max=3, help="Input channels (1 or 3).")] = 1,
-    classes: Annotated[int, typer.Option(min=2, max=1000, help="Number of classes.")] = 5,
-) -> None:
-    """The output shape after every layer (the lab's exercise 1)."""
-    from torchinfo import summary
-
-    from bloodcells.models import build_model
-
-    net = build_model(model, channels, classes, size)
-    info = summary(
-        net,
-        input_size=(1, channels, size, size),
-        col_names=("output_size", "num_params"),
-        depth=3,
-        verbose=0,
-    )
-    typer.echo(str(info))
 
 
 @app.command("train")
@@ -387,66 +332,3 @@ def evaluate_cmd(
         ]
         matrix.add_row(cls, *cells)
     out.print(matrix)
-
-
-@app.command("lab")
-def lab_cmd(
-    data: Annotated[
-        Path | None, typer.Option("--data", "-d", help="Dataset root (default: the demo set).")
-    ] = None,
-    models: Annotated[
-        str, typer.Option(help="Comma-separated models, in order.")
-    ] = "simple,advanced,vgg16",
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs per model (default: 5; VGG16 fewer on a CPU).")
-    ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the lab folder goes.")] = Path(
-        "runs"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed for the demo set and training.")] = 0,
-    device: DeviceOpt = None,
-    recipe: RecipeOpt = None,
-) -> None:
-    """The whole lab end to end: every model, compared, explained, in one HTML report."""
-    from bloodcells.data.synthetic import SynthConfig
-    from bloodcells.devices import select_device
-    from bloodcells.files import check_output_folder
-    from bloodcells.lab import LabConfig, run_lab
-    from bloodcells.live import TerminalProgress
-
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
-    config = LabConfig(
-        data=data,
-        models=names,
-        epochs=epochs,
-        out=out_dir,
-        seed=seed,
-        device=device,
-        demo=SynthConfig(seed=seed),
-        recipe=recipe or "lab",
-    )
-    select_device(device)
-    check_output_folder(out_dir)
-    start = time.perf_counter()
-    result = run_lab(
-        config,
-        callbacks_for=lambda name: [TerminalProgress(err, label=name)],
-        say=err.print,
-    )
-    table = Table(title="comparison (dev set)", title_justify="left")
-    for col in ("model", "accuracy", "balanced", "parameters", "seconds", "epochs"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, run in result.runs.items():
-        m = run.metrics
-        table.add_row(
-            name,
-            f"{m['accuracy']:.3f}",
-            f"{m['balanced_accuracy']:.3f}",
-            f"{run.info['parameters']:,}",
-            f"{m['train_seconds']:.1f}",
-            str(len(run.history)),
-        )
-    out.print(table)
-    if result.synthetic:
-        out.print(Text("these numbers are on SYNTHETIC demo cells, not real data", "yellow"))
-    out.print(f"lab finished in {time.perf_counter() - start:.0f} s; report: {result.report}")
