@@ -119,6 +119,13 @@ SizeOpt = Annotated[int, typer.Option(help="Resize images to SIZE×SIZE.")]
 RgbOpt = Annotated[bool, typer.Option("--rgb", help="Read as RGB instead of grayscale.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for picking the images.")]
 RunArg = Annotated[Path, typer.Argument(help="A run folder made by bloodcells train.")]
+TtaOpt = Annotated[
+    bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/flips.")
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(help="lab (the default: the lab's settings), fast or robust (see train --help)."),
+]
 
 
 def figure_output(default: str) -> object:

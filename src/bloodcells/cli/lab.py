@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bloodcells.cli.base import DeviceOpt, app, err, out
-from bloodcells.cli.training import RecipeOpt
+from bloodcells.cli.base import DeviceOpt, RecipeOpt, app, err, out
 
 
 @app.command("lab")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, app, bold, err, out
+from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, TtaOpt, app, bold, err, out
 
 # The defaults of bloodcells.predict (MIN_CONFIDENCE, CHUNK), repeated here so that
 # `bloodcells --help` does not import torch; tests/test_predict.py checks they agree.
@@ -61,9 +61,7 @@ def predict_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the CSV and count if they exist.")
     ] = False,
-    tta: Annotated[
-        bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/flips.")
-    ] = False,
+    tta: TtaOpt = False,
     adapt_bn: Annotated[
         bool,
         typer.Option(

@@ -15,8 +15,10 @@ from bloodcells.cli.base import (
     BloodcellsError,
     DataOpt,
     DeviceOpt,
+    RecipeOpt,
     RunArg,
     RunDataOpt,
+    TtaOpt,
     app,
     bold,
     err,
@@ -24,10 +26,6 @@ from bloodcells.cli.base import (
     out,
 )
 
-RecipeOpt = Annotated[
-    str | None,
-    typer.Option(help="lab (the default: the lab's settings), fast or robust (see train --help)."),
-]
 AmpOpt = Annotated[
     bool, typer.Option("--amp", help="bf16 autocast for the training steps (CUDA GPUs only).")
 ]
@@ -286,9 +284,7 @@ def evaluate_cmd(
     run: RunArg,
     data: RunDataOpt = None,
     device: DeviceOpt = None,
-    tta: Annotated[
-        bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/flips.")
-    ] = False,
+    tta: TtaOpt = False,
     adapt_bn: Annotated[
         bool,
         typer.Option(
