@@ -7,10 +7,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from bloodcells.adapt import evaluate_run_adapted
 from bloodcells.cli import app
 from bloodcells.compare import compare_paths
 from bloodcells.errors import BloodcellsError, ModelError, RunError
-from bloodcells.runs import evaluate_run, load_run
+from bloodcells.runs import load_run
 from bloodcells.stacked import StackCallback
 from bloodcells.sweep import DataCache, plan_jobs, run_sweep, sweep_status
 from bloodcells.sweep_plan import (
@@ -160,7 +161,7 @@ def test_a_sweep_makes_ordinary_run_folders_and_a_comparison(tiny_root, tmp_path
         assert run.metrics["status"] == "finished" and len(run.history) == 2
         assert run.info["sweep"]["trained"] == "stacked" and run.info["sweep"]["stack_size"] == 4
         assert {"weights.pt", "checkpoint.pt", "history.csv"} <= {p.name for p in path.iterdir()}
-    evaluated = evaluate_run(load_run(outcome.runs[0]))
+    evaluated = evaluate_run_adapted(load_run(outcome.runs[0]))
     assert evaluated["accuracy"] == pytest.approx(load_run(outcome.runs[0]).metrics["accuracy"])
     result = compare_paths([outcome.folder])
     assert [g["name"] for g in result["groups"]] == ["base", "lr=1e-3"]

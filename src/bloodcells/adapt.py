@@ -158,8 +158,8 @@ def evaluate_run_adapted(
     tta: bool = False,
     adapt_bn: bool = False,
 ) -> dict:
-    """runs.evaluate_run with `tta` and `adapt_bn`: metrics of a run on its (or `data_root`'s)
-    test split, plus "tta" and "adapt_bn" saying how they were made. The run is not changed.
+    """Metrics of a run's model on the test split of its data (or of `data_root`), with `tta`
+    and `adapt_bn` if asked, and "tta" and "adapt_bn" saying how. The run is not changed.
 
     A BloodcellsError when `adapt_bn` is asked of a model without BatchNorm layers.
     """

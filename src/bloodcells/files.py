@@ -129,7 +129,7 @@ def output_folder(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BloodcellsError(f"{path}: cannot create this folder ({_reason(exc)})") from None
+        raise BloodcellsError(f"{path}: cannot create this folder ({os_reason(exc)})") from None
     return path
 
 
@@ -152,5 +152,7 @@ def output_file(
     return path
 
 
-def _reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
+def os_reason(exc: OSError) -> str:
+    """What the system said, in a few lower-case words: "no space left on device"."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]

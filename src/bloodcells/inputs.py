@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bloodcells.data import Transform, decode_image, to_unit
-from bloodcells.data.folders import DECODE_ERRORS, IMAGE_SUFFIXES, SYSTEM_FILES
+from bloodcells.data.folders import DECODE_ERRORS, IMAGE_SUFFIXES, is_hidden
 from bloodcells.errors import BloodcellsError
 
 # A bound on the images of one predict call: a million cells is a large sample; ten million
@@ -129,14 +129,10 @@ def _walk(path: str) -> Iterable[str]:
         yield path
         return
     for folder, dirs, files in os.walk(path, onerror=_raise):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         for name in sorted(files):
-            if not _hidden(name):
+            if not is_hidden(name):
                 yield os.path.join(folder, name)
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
 def _raise(exc: OSError) -> None:

@@ -24,8 +24,8 @@ from bloodcells.config import TrainConfig
 from bloodcells.data import Splits, Transform, load_dataset
 from bloodcells.devices import check_device, select_device
 from bloodcells.errors import ModelError, RunError
-from bloodcells.evaluation import OOD_PERCENTILE, evaluate
-from bloodcells.files import torch_bytes, write_atomic, write_together
+from bloodcells.evaluation import OOD_PERCENTILE
+from bloodcells.files import os_reason, torch_bytes, write_atomic, write_together
 from bloodcells.models import count_parameters
 from bloodcells.train import (
     Callback,
@@ -214,12 +214,6 @@ class RunWriter(Callback):
         return json.dumps(metrics, indent=2)
 
 
-def os_reason(exc: OSError) -> str:
-    """`exc` in a few lower-case words: "no space left on device", "permission denied"."""
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
-
-
 def history_csv(history: History) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -376,11 +370,3 @@ def _check_resumable(run: Run, config: TrainConfig, epochs: int | None) -> None:
             f"{run.path}: process {writer['pid']} is training this run right now; "
             "wait for it or stop it first"
         )
-
-
-def evaluate_run(run: Run, data_root: str | Path | None = None, device: str | None = None) -> dict:
-    """Metrics of a run's trained model on the test split of its data (or of `data_root`)."""
-    splits = run.load_data(data_root)
-    device_ = select_device(device)
-    metrics = evaluate(run.load_model(device_), splits.test, str(device_)).metrics()
-    return {"run": str(run.path), "data": str(splits.root), **metrics}

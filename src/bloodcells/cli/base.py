@@ -6,7 +6,6 @@ typed) and control characters shown as escapes, never sent raw to the terminal.
 
 from __future__ import annotations
 
-import errno
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -72,9 +71,9 @@ class FriendlyGroup(typer.core.TyperGroup):
 def one_line(exc: Exception) -> str:
     """An error as one line; an OSError names its file and says what the system said."""
     if isinstance(exc, OSError) and not isinstance(exc, BloodcellsError):
-        reason = (exc.strerror or str(exc)).lower()
-        if exc.errno == errno.ENOSPC:
-            reason = "no space left on device"
+        from bloodcells.files import os_reason
+
+        reason = os_reason(exc)
         return f"{exc.filename}: {reason}" if exc.filename else reason
     return str(exc).replace("\n", " ")
 

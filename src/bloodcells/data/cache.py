@@ -14,7 +14,7 @@ import torch
 
 from bloodcells.data.dataset import Dataset, Problem, Transform
 from bloodcells.errors import DataWarning
-from bloodcells.files import save_torch_atomic
+from bloodcells.files import os_reason, save_torch_atomic
 
 CACHE_FORMAT = 2  # bump when the cached tensors change meaning
 
@@ -40,9 +40,11 @@ def cache_key(
     """A hash of the files, sizes, mtimes, transform and class order: any change, a new key."""
     header = [CACHE_FORMAT, transform.size, transform.channels, list(classes)]
     h = hashlib.sha256(json.dumps(header).encode())
+    folders: dict[Path, Path] = {}  # each folder resolved once, not each of its files
     for path, cls in files:
         st = path.stat()
-        h.update(f"{path.resolve()}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        folder = folders.get(path.parent) or folders.setdefault(path.parent, path.parent.resolve())
+        h.update(f"{folder / path.name}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -60,8 +62,7 @@ def save_cached(dataset: Dataset, cache_file: Path) -> None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         save_torch_atomic(payload, cache_file)
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        warnings.warn(f"{cache_file}: not cached ({reason})", DataWarning, stacklevel=3)
+        warnings.warn(f"{cache_file}: not cached ({os_reason(exc)})", DataWarning, stacklevel=3)
 
 
 def load_cached(cache_file: Path, classes: list[str]) -> Dataset | None:
