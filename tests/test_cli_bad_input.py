@@ -192,3 +192,44 @@ def test_os_errors_read_asone_line():
     full = OSError(errno.ENOSPC, "No space left on device", "runs/x/weights.pt")
     assert one_line(full) == "runs/x/weights.pt: no space left on device"
     assert one_line(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frob"], "No such option: --frob; see "),
+        (["train", "--frob"], "No such option: --frob"),
+        (["data", "info"], "Missing argument 'root'; see "),
+        (["train", "--epochs", "x"], "Invalid value for '--epochs'"),
+        (["shapes", "advanced", "--size", "2"], "Invalid value for '--size'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["data", "nosuch"], "No such command 'nosuch'"),
+        (["train", "--x\x1b[31m"], "No such option: --x\\x1b[31m"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, message):
+    result = invoke(*args)
+    one_line_error(result, message)
+    assert result.stderr.startswith("error: ") and "╭" not in result.output
+    assert result.stderr.rstrip().endswith(" --help")  # where to look, in the same line
+    assert "\x1b" not in result.output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["data"]])
+def test_help_is_still_typers(args):
+    result = invoke(*args)
+    assert "Usage: " in result.output and "error" not in result.output
+
+
+@pytest.mark.parametrize("regex", [r"zzz(\d+)", r"zzz\d+", "zzz(\\d)\x1b"])
+def test_group_by_is_echoed_as_typed(tmp_path, regex):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "src" / cls / f"x{i}.png")
+    result = invoke("data", "split", tmp_path / "src", tmp_path / "dst", "--group-by", regex)
+    shown = regex.replace("\x1b", "\\x1b")  # control characters escaped, nothing else
+    one_line_error(result, f"--group-by '{shown}' ")
+    assert "\\\\" not in result.output

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import inspect
 import io
 import json
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
+from bloodcells.cli.fetch import data_download, parse_size
 from bloodcells.data import download, safezip
 from bloodcells.data.download import download_lab
 from bloodcells.errors import DataError
@@ -69,6 +76,7 @@ class Server:
     def __init__(self) -> None:
         self.routes: dict[str, object] = {}
         self.requests: dict[str, int] = {}
+        self.release = threading.Event()  # ends the answers that stall
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -78,6 +86,9 @@ class Server:
                 body = server.routes.get(self.path)
                 if isinstance(body, list):
                     body = body[min(n, len(body) - 1)]
+                if callable(body):  # writes its own answer
+                    body(self)
+                    return
                 if body is None:
                     self.send_error(404)
                     return
@@ -95,6 +106,7 @@ class Server:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.release = self.release  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -106,6 +118,7 @@ class Server:
         return self.url(path)
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -271,7 +284,22 @@ def not_lab_layout() -> bytes:
     return make_zip([("data/bloodcells_small/B/x.png", png(0))])
 
 
+def name_clash() -> bytes:
+    folder = "data/bloodcells_small/train/B"
+    return make_zip([*lab_entries(), (f"{folder}/a", b"a file"), (f"{folder}/a/b.png", png(7))])
+
+
+def name_too_long() -> bytes:
+    return make_zip([*lab_entries(), (f"data/bloodcells_small/train/B/{'x' * 300}.png", png(7))])
+
+
 BAD = {
+    "file/folder clash": (
+        name_clash,
+        "data/bloodcells_small/train/B/a is a file, but data/bloodcells_small/train/B/a/b.png "
+        "needs a folder of that name",
+    ),
+    "name too long": (name_too_long, "cannot be written here"),
     "zip-slip": (zip_slip, "points outside the folder"),
     "absolute path": (absolute, "absolute path"),
     "backslash zip-slip": (backslash_slip, "points outside the folder"),
@@ -387,6 +415,8 @@ def test_an_existing_dest_is_refused_before_downloading(server, tmp_path):
         (["lab", "--url", "/dev/null"], "/dev/null: not a file"),
         (["lab", "--url", "http://exa mple.org/x.zip"], "a URL has no spaces"),
         (["lab", "--url", "x" * 3000], "--url must be a URL or a path of 1 to 2048"),
+        (["lab", "--max-size", "lots"], "--max-size must be a size such as 500MB"),
+        (["lab", "--max-size", "0"], "--max-size must be a size such as 500MB"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, args, message):
@@ -413,3 +443,158 @@ def test_interrupt_mid_extraction_leaves_no_half_folder(server, tmp_path, monkey
     assert "interrupted" in result.output
     assert len(opened) == 3
     assert left_over(tmp_path) == []  # not even the parent folders it made
+
+
+# --- limits: size, stalls, SIGTERM ------------------------------------------------------------
+
+
+def endless_zeros(handler) -> None:
+    """No Content-Length, zeros until the client hangs up (or 20 MB)."""
+    handler.send_response(200)
+    handler.end_headers()
+    for _ in range(320):
+        try:
+            handler.wfile.write(bytes(1 << 16))
+        except OSError:  # the client stopped reading
+            return
+
+
+def promises_a_terabyte(handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(10**12))
+    handler.end_headers()
+    handler.wfile.write(bytes(1000))
+
+
+def headers_then_silence(handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    handler.wfile.write(bytes(100))
+    handler.wfile.flush()
+    handler.server.release.wait(10)
+
+
+def silence(handler) -> None:
+    handler.server.release.wait(10)
+
+
+@pytest.mark.parametrize("answer", [endless_zeros, promises_a_terabyte])
+def test_a_download_stops_at_max_size_and_keeps_nothing(
+    server, tmp_path, private_cache, monkeypatch, answer
+):
+    monkeypatch.setattr(download, "RETRIES", 1)  # a size limit is not worth another try
+    url = server.serve("/lab.zip", answer)
+    with pytest.raises(DataError, match=r"passed the size limit of 100 kB and was stopped"):
+        download_lab(tmp_path / "d", url, progress=False, say=lambda s: None, max_size=100_000)
+    assert server.requests["/lab.zip"] == 1
+    assert left_over(tmp_path) == [] and cached_files(private_cache) == []
+
+
+def test_max_size_option_reaches_the_download(server, tmp_path, private_cache):
+    url = server.serve("/lab.zip", endless_zeros)
+    args = ["data", "download", "lab", "--dest", str(tmp_path / "d"), "--url", url]
+    one_line_error(runner.invoke(app, [*args, "--max-size", "64kB"]), "size limit of 64 kB")
+    assert cached_files(private_cache) == []
+    default = inspect.signature(data_download).parameters["max_size"].default
+    assert parse_size(default) == download.MAX_SIZE  # the option and the library agree
+
+
+@pytest.mark.parametrize("answer", [headers_then_silence, silence])
+def test_a_stalled_server_is_named_as_reached_and_stopped(
+    server, tmp_path, private_cache, monkeypatch, answer
+):
+    monkeypatch.setattr(download, "RETRIES", 1)  # a stall is not retried
+    url = server.serve("/lab.zip", answer)
+    with pytest.raises(DataError, match=r"was reached but stopped sending \(nothing for 0.3 s\)"):
+        download_lab(tmp_path / "d", url, progress=False, say=lambda s: None, read_timeout=0.3)
+    assert server.requests["/lab.zip"] == 1
+    assert left_over(tmp_path) == [] and cached_files(private_cache) == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"max_size": 0}, "max_size must be a whole number of bytes above 0, not 0"),
+        ({"max_size": 1.5}, "max_size must be a whole number"),
+        ({"read_timeout": float("nan")}, "read_timeout must be a number of seconds above 0"),
+        ({"read_timeout": "5"}, "read_timeout must be a number of seconds"),
+    ],
+)
+def test_bad_limits_are_refused_before_anything(server, tmp_path, limits, message):
+    url = server.serve("/lab.zip", good_zip())
+    with pytest.raises(DataError, match=message):
+        download_lab(tmp_path / "d", url, say=lambda s: None, **limits)
+    assert server.requests == {}
+
+
+def test_a_wrong_sha256_also_removes_an_older_cached_download(server, tmp_path, private_cache):
+    url = server.serve("/lab.zip", good_zip())
+    download_lab(tmp_path / "a", url, progress=False, say=lambda s: None)
+    assert len(cached_files(private_cache)) == 1
+    wrong = hashlib.sha256(b"another file").hexdigest()
+    with pytest.raises(DataError, match=f"expected {wrong}"):
+        download_lab(tmp_path / "b", url, wrong, progress=False, say=lambda s: None)
+    assert cached_files(private_cache) == []
+
+
+def test_sigterm_inside_cleanup_on_sigterm_unwinds_like_ctrl_c(tmp_path):
+
+    partial = tmp_path / "tmp-partial"
+    with pytest.raises(SystemExit) as stopped, download.cleanup_on_sigterm():
+        try:
+            partial.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
+        finally:
+            partial.unlink()
+    assert stopped.value.code == 143 and not partial.exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back afterwards
+
+
+def test_sigterm_mid_download_leaves_nothing_in_the_cache(server, tmp_path):
+
+    def slow_zeros(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(10**9))
+        handler.end_headers()
+        while not handler.server.release.is_set():
+            try:
+                handler.wfile.write(bytes(1 << 14))
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    url = server.serve("/lab.zip", slow_zeros)
+    cache = tmp_path / "cache"
+    code = (
+        "import sys; from bloodcells.data.download import download_lab; "
+        "download_lab(sys.argv[1], sys.argv[2], progress=False)"
+    )
+    env = {**os.environ, "BLOODCELLS_CACHE": str(cache)}
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d"), url], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in cached_files(cache) if p.is_file()):
+            assert child.poll() is None and time.monotonic() < deadline, "no download started"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 143
+    finally:
+        child.kill()
+    assert cached_files(cache) == [] and left_over(tmp_path) == ["cache"]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("2GB", 2 * 10**9),
+        ("500mb", 500 * 10**6),
+        ("1.5 G", 1_500_000_000),
+        ("64kB", 64_000),
+        ("3KiB", 3 * 1024),
+        ("100", 100),
+    ],
+)
+def test_max_size_reads_units(text, size):
+    assert parse_size(text) == size

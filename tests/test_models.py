@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from bloodcells.errors import ModelError
+from bloodcells.model_specs import CATALOGUE, TABLE_CLASSES, TABLE_SIZE
 from bloodcells.models import MODELS, build_model, count_parameters
 
 
@@ -73,3 +77,24 @@ def test_default_learning_rates_are_the_labs():
         "advanced": 1e-4,
         "vgg16": 1e-4,
     }
+
+
+def test_the_stored_parameter_counts_are_the_real_ones():
+    """`bloodcells models` prints stored counts; building every model keeps them honest."""
+    assert list(MODELS) == list(CATALOGUE)  # every model described, every description built
+    for name, info in CATALOGUE.items():
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation
+            model = build_model(name, info.channels, TABLE_CLASSES, TABLE_SIZE)
+        assert count_parameters(model) == info.parameters == MODELS[name].parameters, name
+
+
+def test_the_models_command_imports_neither_torch_nor_torchvision():
+    code = (
+        "import sys; from typer.testing import CliRunner; from bloodcells.cli import app; "
+        "r = CliRunner().invoke(app, ['models']); assert r.exit_code == 0, r.output; "
+        "assert '153,061' in r.output, r.output; "
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bloodcells.errors import ModelError
+from bloodcells.model_specs import CATALOGUE
 
 
 @dataclass(frozen=True)
@@ -22,22 +23,26 @@ class ModelSpec:
     description: str
     options: tuple[str, ...] = ()
     channels: int = 1  # the colour mode the lab trains it on: 1 grayscale, 3 RGB
+    parameters: int = 0  # in the default configuration of `bloodcells models` (model_specs)
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register(
-    name: str,
-    default_lr: float,
-    description: str,
-    options: tuple[str, ...] = (),
-    channels: int = 1,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Add a model builder to the registry under `name`."""
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Add a model builder to the registry under `name`, described by its CATALOGUE entry."""
+    info = CATALOGUE[name]
 
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = ModelSpec(name, build, default_lr, description, options, channels)
+        MODELS[name] = ModelSpec(
+            name,
+            build,
+            info.default_lr,
+            info.description,
+            info.options,
+            info.channels,
+            info.parameters,
+        )
         return build
 
     return decorator
@@ -100,17 +105,12 @@ class SimpleCNN(nn.Module):
         return self.fc(self.flatten(self.pool(self.conv(x))))
 
 
-@register("simple", 1e-3, "the lab's SimpleCNN: one 2×2 filter")
+@register("simple")
 def simple(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return SimpleCNN(in_channels, num_classes, image_size)
 
 
-@register(
-    "advanced",
-    1e-4,
-    "the lab's advanced CNN: 2 conv blocks, BatchNorm, Dropout",
-    options=("bn2", "head_dropout", "extra_fc"),
-)
+@register("advanced")
 def advanced(
     in_channels: int,
     num_classes: int,
@@ -170,13 +170,7 @@ class VGG16(nn.Module):
         return self.classifier(self.avgpool(self.features(x)))
 
 
-@register(
-    "vgg16",
-    1e-4,
-    "torchvision VGG16, head 512→1024→classes",
-    options=("pretrained",),
-    channels=3,
-)
+@register("vgg16")
 def vgg16(in_channels: int, num_classes: int, image_size: int, pretrained: bool = False) -> VGG16:
     from torchvision.models import vgg16 as tv_vgg16
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import typer.core
@@ -16,6 +16,11 @@ from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from bloodcells.errors import BloodcellsError, DataWarning
+
+try:  # typer 0.2x carries its own copy of click; older typers use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
 
 LOG_WIDTH = 160
 # C0 and C1 control characters except tab and newline: shown as \xNN instead of obeyed.
@@ -51,21 +56,50 @@ def bold(text: str) -> Text:
 
 
 class FriendlyGroup(typer.core.TyperGroup):
-    """Input errors become one line on stderr and exit code 2; tracebacks only with --debug."""
+    """Input errors become one line on stderr and exit code 2; tracebacks only with --debug.
+
+    Usage errors (an unknown option, a missing argument, a bad value) are input errors too: one
+    line, not typer's box, whether they come from the top level or from a command.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except ClickException as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except ClickException as exc:
+            _usage_error(exc)
         except (BloodcellsError, OSError) as exc:
             if ctx.meta.get("debug"):
                 raise
-            err.print(Text.assemble(("error: ", "bold red"), one_line(exc).translate(_CONTROLS)))
+            print_error(one_line(exc))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if ctx.meta.get("debug"):
                 raise
             err.print("interrupted")
             raise typer.Exit(130) from None
+
+
+def _usage_error(exc: ClickException) -> NoReturn:
+    """Print a click/typer usage error as one line and exit with code 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a group called alone: its help, as typer does
+        raise exc
+    message = exc.format_message().replace("\n", " ").strip().rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f"; see {ctx.command_path} --help"
+    print_error(message)
+    raise typer.Exit(2) from None
+
+
+def print_error(message: str) -> None:
+    """`error: MESSAGE` on stderr, control characters escaped."""
+    err.print(Text.assemble(("error: ", "bold red"), message.translate(_CONTROLS)))
 
 
 def one_line(exc: Exception) -> str:

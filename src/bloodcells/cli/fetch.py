@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,12 @@ def data_download(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace DEST/bloodcells_small if it exists.")
     ] = False,
+    max_size: Annotated[
+        str,
+        typer.Option(
+            "--max-size", help="Stop a download that grows past this: 500MB, 2GB, or bytes."
+        ),
+    ] = "2GB",
 ) -> None:
     """Download the lab's own data set and unpack DEST/bloodcells_small."""
     from bloodcells.cli.data import data_info
@@ -38,8 +45,15 @@ def data_download(
     if name not in download.DATASETS:
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise DataError(f"unknown data set {shown}; available: {', '.join(download.DATASETS)}")
+    limit = parse_size(max_size)
     got = download.download_lab(
-        dest, url or download.LAB_URL, sha256, overwrite, progress=True, say=out.print
+        dest,
+        url or download.LAB_URL,
+        sha256,
+        overwrite,
+        progress=True,
+        say=out.print,
+        max_size=limit,
     )
     if got.pinned:
         out.print(f"sha256 {got.sha256} (as expected)")
@@ -118,6 +132,21 @@ def _split_table(got) -> Table:
     share = f"{total_test / max(1, total_train + total_test):.0%}"
     table.add_row(bold("total"), bold(str(total_train)), bold(str(total_test)), bold(share))
     return table
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """`--max-size` as bytes: a number with an optional unit (kB, MB, GB; KiB, MiB, GiB)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?)?b?\s*", text, re.IGNORECASE)
+    n = float(found[1]) * _UNITS[(found[2] or "").lower()] if found else 0
+    if not 1 <= n < 10**15:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise DataError(
+            f"--max-size must be a size such as 500MB or 2GB (at least 1 byte), not {shown}"
+        )
+    return int(n)
 
 
 def _size(n: int) -> str:

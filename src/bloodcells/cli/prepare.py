@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from bloodcells.cli.base import DeviceOpt, RgbOpt, bold, data_app, out
+from bloodcells.errors import DataError
 
 SHOWN = 10  # rows per table on the terminal; --json lists up to 1000 of each
 
@@ -60,7 +61,14 @@ def data_split(
     """Flat class folders (or a CSV of labels) -> the lab layout, stratified, optionally grouped."""
     from bloodcells.data.split import MANIFEST, split_folder
 
-    result = split_folder(src, dest, test_fraction, group_by, labels, link, seed, overwrite)
+    try:
+        result = split_folder(src, dest, test_fraction, group_by, labels, link, seed, overwrite)
+    except DataError as exc:
+        if group_by is None:
+            raise
+        # The library quotes the regex with repr(), which doubles every backslash: show it as
+        # typed (the console escapes its control characters).
+        raise type(exc)(str(exc).replace(repr(group_by), f"'{group_by}'")) from exc
     table = Table(title=str(result.dest), title_justify="left")
     for col in ("class", "train", "test"):
         table.add_column(col, justify="left" if col == "class" else "right")

@@ -5,14 +5,21 @@ and a progress bar, checked against a sha256 when one is known, then its `bloodc
 folder (wherever it sits in the archive) is unpacked by `safezip`: all or nothing, no path
 tricks, no links, a size limit. The folder gets a `.download.json` that records the URL, the
 sha256 and the date, so a result can always be traced to the exact bytes it came from.
+
+A transfer stops at `max_size` bytes and when the server sends nothing for `read_timeout`
+seconds; whatever stops it (those limits, an error, Ctrl-C or SIGTERM), its partial file is
+removed, and a zip that is refused is removed from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import signal
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -38,7 +45,11 @@ DATASETS = ("lab",)
 FOLDER = "bloodcells_small"
 RECORD = ".download.json"
 RETRIES = 2  # pooch retries a failed or corrupt transfer this many times (1 s, 2 s apart)
-TIMEOUT_S = (15, 60)  # seconds to connect, and to wait for the next bytes
+CONNECT_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 30.0  # a server silent this long has stalled: stop (a stall is not retried)
+# The lab's zip is tens of MB. 2 GB leaves room for a mirror of a bigger version of it, and is
+# what safezip lets an archive unpack to anyway; a server streaming without end stops here.
+MAX_SIZE = 2 * 10**9
 MAX_URL = 2048
 
 
@@ -63,35 +74,76 @@ def download_lab(
     overwrite: bool = False,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    max_size: int = MAX_SIZE,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> Downloaded:
     """Fetch the lab's zip (or take it from the cache) and unpack DEST/bloodcells_small.
 
     `url` may be an http(s):// or file:// URL or a path to a local zip. `sha256` (or the pinned
-    LAB_SHA256) must match when given. Everything is checked before DEST changes; a failure
+    LAB_SHA256) must match when given. A download stops at `max_size` bytes, or after
+    `read_timeout` seconds without data. Everything is checked before DEST changes; a failure
     leaves DEST as it was and keeps no download that failed its checks.
     """
     source = check_url(url)
     known = check_sha256(sha256) if sha256 is not None else LAB_SHA256
+    check_limits(max_size, read_timeout)
     target = _check_target(Path(dest).expanduser(), overwrite)
-    if isinstance(source, Path):
-        archive, cached, ours = source, False, False
-        say(f"using the local archive {archive}")
-    else:
-        archive, cached = fetch(source, known, progress, say)
-        ours = True
-    try:
-        digest = file_sha256(archive)
-        if known is not None and digest != known:  # a local file (pooch checked downloads)
-            raise DataError(
-                f"{archive}: sha256 is {digest}, expected {known}; not the lab's zip, or damaged"
-            )
-        result = _unpack(archive, target, overwrite, url, digest, known is not None)
-    except DataError:
-        if ours:  # a download that fails its checks is not worth keeping in the cache
-            archive.unlink(missing_ok=True)
-        raise
+    with cleanup_on_sigterm():
+        if isinstance(source, Path):
+            archive, cached, ours = source, False, False
+            say(f"using the local archive {archive}")
+        else:
+            archive, cached = fetch(source, known, progress, say, max_size, read_timeout)
+            ours = True
+        try:
+            digest = file_sha256(archive)
+            if known is not None and digest != known:  # a local file (pooch checked downloads)
+                raise DataError(
+                    f"{archive}: sha256 is {digest}, expected {known}; "
+                    "not the lab's zip, or damaged"
+                )
+            result = _unpack(archive, target, overwrite, url, digest, known is not None)
+        except DataError:
+            if ours:  # a download that fails its checks is not worth keeping in the cache
+                archive.unlink(missing_ok=True)
+            raise
     files, size = result
     return Downloaded(target, url, digest, known is not None, cached, archive, files, size)
+
+
+def check_limits(max_size: int, read_timeout: float) -> None:
+    """`max_size` a positive whole number of bytes, `read_timeout` a positive number of seconds."""
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+        raise DataError(f"max_size must be a whole number of bytes above 0, not {max_size!r}")
+    if isinstance(read_timeout, bool) or not isinstance(read_timeout, int | float):
+        raise DataError(f"read_timeout must be a number of seconds, not {read_timeout!r}")
+    if not 0 < read_timeout < float("inf"):
+        raise DataError(f"read_timeout must be a number of seconds above 0, not {read_timeout!r}")
+
+
+@contextmanager
+def cleanup_on_sigterm() -> Iterator[None]:
+    """Within: SIGTERM ends the process as Ctrl-C would, running every cleanup on the way.
+
+    By default SIGTERM kills at once, leaving a half download (pooch's `tmp*` in the cache) or
+    a half-unpacked folder. Here it raises SystemExit(143), the exit code of a terminated
+    process. Only in the main thread, and only where nobody else has set a handler.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_url(url: str) -> str | Path:
@@ -147,7 +199,12 @@ def cache_name(url: str) -> str:
 
 
 def fetch(
-    url: str, known: str | None, progress: bool, say: Callable[[str], None]
+    url: str,
+    known: str | None,
+    progress: bool,
+    say: Callable[[str], None],
+    max_size: int = MAX_SIZE,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> tuple[Path, bool]:
     """The zip at `url` in the cache (downloaded unless already there): (path, cached)."""
     import pooch
@@ -166,12 +223,23 @@ def fetch(
         retry_if_failed=RETRIES,
     )
     bar = _RichBar("downloading") if progress else False
-    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=TIMEOUT_S)
+    downloader = _LimitedDownloader(bar, max_size, read_timeout)
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")  # our own lines say what happens
     try:
         registry.fetch(fname, downloader=downloader)
+    except _TooBig:
+        raise DataError(
+            f"the download from {url} passed the size limit of {_size(max_size)} and was "
+            "stopped, nothing was kept; check the URL, or allow a larger max size if the file "
+            "really is that big"
+        ) from None
+    except _Stalled:
+        raise DataError(
+            f"the server of {url} was reached but stopped sending (nothing for "
+            f"{read_timeout:g} s), nothing was kept; try again later, or point --url at a mirror"
+        ) from None
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "an error"
         raise DataError(
@@ -193,6 +261,8 @@ def fetch(
             "try again later, or point --url at a mirror"
         ) from None
     except ValueError as exc:  # pooch: the sha256 does not match
+        # pooch removed the new download; an older one in the cache does not match either
+        path.unlink(missing_ok=True)
         got = re.search(r"but got ([0-9a-f]{64})", str(exc))
         raise DataError(
             f"{url}: sha256 of the download is {got[1] if got else 'different'}, expected "
@@ -203,6 +273,79 @@ def fetch(
         if bar:
             bar.close()
     return path, cached
+
+
+class _TooBig(Exception):
+    """The transfer passed max_size (not a requests error: pooch must not retry it)."""
+
+
+class _Stalled(Exception):
+    """The server stopped sending for read_timeout seconds (not retried either)."""
+
+
+class _LimitedDownloader:
+    """pooch's HTTPDownloader, stopped at `max_size` bytes and at a stalled server."""
+
+    def __init__(self, bar: object, max_size: int, read_timeout: float) -> None:
+        import pooch
+
+        self.max_size = max_size
+        timeout = (CONNECT_TIMEOUT_S, read_timeout)
+        hooks = {"response": self._check_length}
+        self._http = pooch.HTTPDownloader(progressbar=bar, timeout=timeout, hooks=hooks)
+
+    def __call__(self, url: str, output_file: str, pooch: object, check_only: bool = False):
+        import requests
+
+        if check_only:
+            return self._http(url, output_file, pooch, check_only=True)
+        with open(output_file, "w+b") as file:
+            try:
+                self._http(url, _Capped(file, self.max_size), pooch)
+            except requests.exceptions.ReadTimeout:
+                raise _Stalled from None
+            except requests.exceptions.ConnectionError as exc:
+                if _read_timed_out(exc):  # requests reports a stall mid-body this way
+                    raise _Stalled from None
+                raise
+        return None
+
+    def _check_length(self, response, *args, **kwargs) -> None:
+        """Refuse at once a response that announces more than max_size bytes."""
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_size:
+            response.close()
+            raise _TooBig
+
+
+class _Capped:
+    """A file that refuses to grow past `limit` bytes: what pooch writes a download into."""
+
+    def __init__(self, file, limit: int) -> None:
+        self._file = file
+        self._left = limit
+
+    def write(self, data: bytes) -> int:
+        self._left -= len(data)
+        if self._left < 0:
+            raise _TooBig
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def _read_timed_out(exc: Exception) -> bool:
+    from urllib3.exceptions import ReadTimeoutError
+
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _reason(exc: Exception) -> str:

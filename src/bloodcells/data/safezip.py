@@ -10,6 +10,7 @@ bad entry, a full disk, Ctrl-C) removes the partial copy.
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
 import zipfile
@@ -18,13 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bloodcells.errors import DataError
-from bloodcells.files import staged_folder
+from bloodcells.files import os_reason, staged_folder
 
 MAX_BYTES = 2 * 1024**3  # unpacked: far more than 32×32 lab patches need; a bomb stops here
 MAX_ENTRIES = 500_000  # files and folders in the archive
 CHUNK = 1 << 20
 IGNORED_TOP = frozenset({"__MACOSX"})  # macOS resource forks, never data
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Errors of an entry's own name on this file system (a name too long, a case-insensitive clash),
+# not of the disk: the archive is refused, where a full disk is not the archive's fault.
+_NAME_ERRORS = frozenset(
+    {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL}
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ def plan(
             raise DataError(f"{source}: refusing an archive that holds {info.filename} twice")
         seen.add(relative)
         members.append(Member(info, relative))
+    _check_clashes(members, source)
     size = sum(m.info.file_size for m in members)
     return Plan(PurePosixPath(*prefix), members, size)
 
@@ -92,7 +99,7 @@ def plan(
 def _checked_parts(info: zipfile.ZipInfo, source: str) -> tuple[str, ...]:
     """The path parts of one entry, or a DataError when the entry is unsafe."""
     name = info.filename
-    shown = repr(name) if not name.isprintable() else name
+    shown = _shown(name)
     if "\x00" in name or name.startswith(("/", "\\")) or _DRIVE.match(name):
         raise DataError(f"{source}: refusing an entry with an absolute path: {shown}")
     parts = tuple(p for p in re.split(r"[/\\]", name) if p not in ("", "."))
@@ -107,6 +114,23 @@ def _checked_parts(info: zipfile.ZipInfo, source: str) -> tuple[str, ...]:
     if info.flag_bits & 0x1:
         raise DataError(f"{source}: refusing an encrypted entry: {shown}")
     return parts
+
+
+def _check_clashes(members: list[Member], source: str) -> None:
+    """No file may have the name of a folder that another file needs (`a` and `a/b`)."""
+    files = {m.relative: m for m in members}
+    for member in members:
+        for parent in member.relative.parents[:-1]:  # the last one is "."
+            if parent in files:
+                raise DataError(
+                    f"{source}: refusing an archive whose entries clash: "
+                    f"{_shown(files[parent].info.filename)} is a file, but "
+                    f"{_shown(member.info.filename)} needs a folder of that name"
+                )
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
 
 
 def _find_folder(
@@ -156,9 +180,9 @@ def _unpack(zf: zipfile.ZipFile, todo: Plan, staging: Path, source: str) -> None
         target = staging.joinpath(*member.relative.parts)
         if not target.resolve().is_relative_to(root):  # belt and braces after plan()
             raise DataError(f"{source}: refusing {member.info.filename}: outside the folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with zf.open(member.info) as src, open(target, "xb") as dst:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as dst, zf.open(member.info) as src:
                 size = 0
                 while chunk := src.read(CHUNK):
                     size += len(chunk)
@@ -172,4 +196,11 @@ def _unpack(zf: zipfile.ZipFile, todo: Plan, staging: Path, source: str) -> None
             raise DataError(
                 f"{source}: cannot unpack {member.info.filename} ({exc}); "
                 "the archive is damaged or truncated"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in _NAME_ERRORS:  # a full disk, say: not the archive's fault
+                raise
+            raise DataError(
+                f"{source}: refusing {_shown(member.info.filename)}: it cannot be written here "
+                f"({os_reason(exc)}); unzip the archive yourself"
             ) from None
