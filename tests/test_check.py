@@ -78,7 +78,7 @@ def planted(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(planted):
-    return check_dataset(planted, progress=False)
+    return check_dataset(planted)
 
 
 def test_an_exact_copy_across_splits_is_a_leak(report):
@@ -170,7 +170,7 @@ def test_a_clean_set_has_no_findings(tmp_path):
 
 def test_check_changes_nothing(planted):
     before = tree_state(planted)
-    check_dataset(planted, progress=False)
+    check_dataset(planted)
     assert tree_state(planted) == before
 
 
@@ -238,7 +238,7 @@ def test_data_info_hint_reasons(planted):
 
 @pytest.mark.realdata
 def test_pbc32_check_finishes_in_seconds_and_finds_the_twice_photographed_monocyte(pbc32):
-    report = check_dataset(pbc32, progress=False)
+    report = check_dataset(pbc32)
     assert report.seconds < 30
     assert report.exact_duplicates["test_images_in_train"] == 0
     pairs = {(p["test"], p["train"]) for p in report.near_duplicates["pairs"]}

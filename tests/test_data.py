@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -282,6 +281,25 @@ def test_a_decompression_bomb_is_skipped_and_listed(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 10_000  # PIL's guard stays on
 
 
+def test_an_image_over_the_pixel_limit_pil_only_warns_about_is_skipped_by_name(
+    tmp_path, monkeypatch
+):
+    from bloodcells.inputs import load_image
+
+    write_layout(tmp_path, per_class=(3, 3))
+    big = tmp_path / "train" / "disc" / "big.png"
+    Image.new("P", (120, 120)).save(big)  # 14,400 pixels: over the lowered limit, under twice it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_dataset(tmp_path)
+    assert [w.category for w in caught] == [DataWarning]  # not PIL's nameless warning
+    assert str(caught[0].message).startswith(f"{big}: skipped, cannot be read as an image")
+    assert "exceeds limit of 10000 pixels" in str(caught[0].message)
+    assert len(splits.train) == 9 and str(big) not in splits.train.paths
+    assert "exceeds limit of 10000 pixels" in load_image(str(big), Transform())  # predict's
+
+
 @pytest.mark.parametrize("size", [3, 513, 100_000])
 def test_image_size_is_bounded(size):
     with pytest.raises(DataError, match=r"image size must be 4 to 512 pixels"):
@@ -343,56 +361,22 @@ def test_one_class_with_images_among_empty_folders_is_not_a_classifier(tmp_path)
         load_dataset(tmp_path)
 
 
-class FakeProgress:
-    """Records what load_dataset asks of rich's Progress, instead of drawing it."""
-
-    made: ClassVar[list[FakeProgress]] = []
-
-    def __init__(self, *columns, **kwargs):
-        self.kwargs, self.started, self.stopped, self.completed = kwargs, False, False, 0
-        FakeProgress.made.append(self)
-
-    def start(self):
-        self.started = True
-
-    def stop(self):
-        self.stopped = True
-
-    def add_task(self, description, total=None, completed=0):
-        self.total, self.completed = total, completed
-        return 0
-
-    def update(self, task, completed=None, **kwargs):
-        self.completed = completed
+def test_decoding_reports_progress_to_a_callback_and_a_cache_hit_does_not(tmp_path):
+    write_layout(tmp_path, per_class=(3, 2))
+    calls = []
+    load_dataset(tmp_path, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 9) for i in range(10)] + [(i, 6) for i in range(7)]
+    calls.clear()
+    load_dataset(tmp_path, progress=lambda done, total: calls.append((done, total)))
+    assert calls == []
 
 
-@pytest.fixture
-def fake_progress(monkeypatch):
+def test_a_slow_cold_decode_writes_nothing_to_stderr(tmp_path, monkeypatch, capfd):
+    """The data layer draws no progress bar of its own (rich's wrote an empty line)."""
     import bloodcells.data.folders as data
 
-    FakeProgress.made = []
-    monkeypatch.setattr(data, "Progress", FakeProgress)
-    return data
-
-
-def test_slow_decoding_shows_a_transient_progress_bar(tmp_path, fake_progress, monkeypatch):
-    monkeypatch.setattr(fake_progress, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(data, "PROGRESS_AFTER_S", 0.0, raising=False)  # as if decoding were slow
     write_layout(tmp_path, per_class=(3, 2))
-    load_dataset(tmp_path, cache=False)
-    train, test = FakeProgress.made
-    assert train.started and train.stopped and train.kwargs["transient"]
-    assert train.kwargs["console"].stderr
-    assert (train.total, train.completed) == (9, 9) and (test.total, test.completed) == (6, 6)
-
-
-def test_no_progress_bar_when_quick_cached_or_turned_off(
-    tmp_path, fake_progress, monkeypatch, capsys
-):
-    write_layout(tmp_path, per_class=(3, 2))
-    load_dataset(tmp_path)  # quick: well under a second
-    assert FakeProgress.made == []
-    monkeypatch.setattr(fake_progress, "PROGRESS_AFTER_S", 0.0)
-    load_dataset(tmp_path)  # from the cache
-    load_dataset(tmp_path, cache=False, progress=False)
-    assert FakeProgress.made == []
-    assert capsys.readouterr().err == ""
+    load_dataset(tmp_path, progress=lambda done, total: None)
+    load_dataset(tmp_path, Transform(channels=3))
+    assert capfd.readouterr().err == ""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bloodcells.errors import DataError
-from bloodcells.files import staged_folder
+from bloodcells.errors import DataError, DataWarning
+from bloodcells.files import STAGING_WRITER, staged_folder
+from bloodcells.writer_process import writer_identity
 
 
 def names(folder: Path) -> list[str]:
@@ -73,3 +79,30 @@ def test_a_folder_that_appears_meanwhile_is_not_replaced(tmp_path):
         dest.mkdir()
         (dest / "theirs.txt").write_text("theirs")
     assert names(tmp_path) == ["out"] and names(dest) == ["theirs.txt"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_stale_partial_is_removed_and_a_live_one_left(tmp_path):
+    dest = tmp_path / "out"
+    stale, live, unknown = (tmp_path / f".out.partial-{k}" for k in ("dead0000", "live0000", "x"))
+    for folder in (stale, live, unknown):
+        folder.mkdir()
+        (folder / "a.png").write_bytes(b"half")
+    gone = {"pid": dead_pid(), "host": socket.gethostname(), "process_start": None}
+    (stale / STAGING_WRITER).write_text(json.dumps(gone))
+    (live / STAGING_WRITER).write_text(json.dumps(writer_identity()))
+    other = tmp_path / ".other.partial-dead0000"  # another DEST's: not this one's to remove
+    other.mkdir()
+    (other / STAGING_WRITER).write_text(json.dumps(gone))
+    unknown_warning = r"\.out\.partial-x: left by an earlier run"
+    with pytest.warns(DataWarning, match=unknown_warning), staged_folder(dest) as staging:
+        assert json.loads((staging / STAGING_WRITER).read_text())["pid"] == os.getpid()
+        (staging / "b.png").write_bytes(b"whole")
+    assert not stale.exists() and live.is_dir() and unknown.is_dir() and other.is_dir()
+    assert sorted(p.name for p in dest.iterdir()) == ["b.png"]  # no writer record left in it

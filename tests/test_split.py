@@ -263,6 +263,22 @@ def test_an_earlier_split_survives_a_failed_overwrite(flat, tmp_path, monkeypatc
     assert tree_state(dest) == before
 
 
+def test_a_full_disk_names_dest_not_the_source(flat, tmp_path, monkeypatch):
+    real, dest = shutil.copy2, tmp_path / "out"
+
+    def fill_up(src, dst, **kwargs):
+        if len(list(Path(dst).parent.parent.parent.rglob("*.png"))) < 5:
+            return real(src, dst, **kwargs)
+        # as shutil's copy says it: the source file first, the destination second
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(split_module.shutil, "copy2", fill_up)
+    result = invoke("data", "split", flat, dest)
+    one_line_error(result, f"{dest}: cannot be written, no space left on device", "disk is full")
+    assert str(flat) not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [flat.name]
+
+
 # ---- bad input: one line each, naming the file and what to do ---------------------------------
 
 
@@ -384,5 +400,5 @@ def test_pbc_wbc_splits_into_a_set_load_dataset_reads(tmp_path):
         pytest.skip("../shared/data/pbc-wbc is not here (real data lives outside the project)")
     result = split_folder(src, tmp_path / "pbc", link=True)
     assert result.counts["test"] == dict.fromkeys(sorted(p.name for p in src.iterdir()), 200)
-    splits = load_dataset(tmp_path / "pbc", progress=False)
+    splits = load_dataset(tmp_path / "pbc")
     assert len(splits.train) == 3200 and len(splits.test) == 800 and not splits.problems

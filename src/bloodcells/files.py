@@ -8,13 +8,16 @@ import json
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from bloodcells.errors import BloodcellsError, DataError
+from bloodcells.errors import BloodcellsError, DataError, DataWarning
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+# Who fills a staging folder, so that a later one can tell a killed writer's leftovers.
+STAGING_WRITER = ".bloodcells-writer.json"
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -53,15 +56,22 @@ def staged_folder(dest: Path, replace: bool = False) -> Iterator[Path]:
     On any error or interrupt the sibling is removed, and so are the parent folders this
     created: `dest` appears complete or not at all. Without `replace`, a `dest` that appeared
     meanwhile is a DataError; with it, an existing `dest` is swapped out, put back if the
-    rename fails, and removed once the new one is in place.
+    rename fails, and removed once the new one is in place. The sibling records its writer
+    (STAGING_WRITER, taken out before the rename): the partial folders of `dest` that a killed
+    process left are removed, and one whose writer cannot be told dead is a DataWarning.
     """
+    from bloodcells.writer_process import writer_identity  # (it imports this module)
+
     created = _make_parents(dest.parent)
+    _remove_stale_partials(dest)
     # A sibling is on the same file system, so the final rename is atomic; mkdir (not
     # tempfile.mkdtemp, which makes it owner-only) keeps the user's umask for the result.
     staging = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
     try:
         staging.mkdir()
+        write_json(staging / STAGING_WRITER, writer_identity())
         yield staging
+        (staging / STAGING_WRITER).unlink(missing_ok=True)
         _move_into_place(staging, dest, replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -69,6 +79,39 @@ def staged_folder(dest: Path, replace: bool = False) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
         raise
+
+
+def _remove_stale_partials(dest: Path) -> None:
+    """Remove the `.NAME.partial-*` folders of `dest` whose writer is gone; warn about those
+    whose writer cannot be told (no record, another host); leave a running writer's alone."""
+    from bloodcells.writer_process import writer_alive
+
+    prefix = f".{dest.name}.partial-"
+    try:
+        partials = [p for p in dest.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return  # the staging folder's own mkdir says what is wrong
+    for partial in sorted(partials):
+        if partial.is_symlink() or not partial.is_dir():
+            continue
+        alive = writer_alive(_read_writer(partial / STAGING_WRITER))
+        if alive is False:
+            shutil.rmtree(partial, ignore_errors=True)
+        elif alive is None:
+            warnings.warn(
+                f"{partial}: left by an earlier run that may still be writing it; remove it "
+                "if none is",
+                DataWarning,
+                stacklevel=4,
+            )
+
+
+def _read_writer(record: Path) -> object:
+    """The writer a staging folder records, or None when it records none readable."""
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _move_into_place(staging: Path, dest: Path, replace: bool) -> None:

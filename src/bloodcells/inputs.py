@@ -4,6 +4,8 @@ A path that exists is taken as it is, even when its name holds glob characters
 (`cells [final]/`); only a path that does not exist is tried as a pattern (`cells/*.png`,
 `runs/**/*.jpg`). Hidden files and folders (`.DS_Store`, `.git/`) are ignored, as when training;
 files of other types (`notes.txt`, `a.gif`) are skipped and counted, never silently dropped.
+An image name that is not a regular file (a broken link, a named pipe) is listed like any
+image, and load_image gives its reason without opening it: an `unreadable` row, wherever found.
 
 Every image becomes a raw float32 C×H×W tensor in [0, 1], decoded exactly as training decodes
 (data.decode_image with the run's Transform) and scaled as training scales (data.to_unit).
@@ -122,10 +124,9 @@ def _escape_existing(pattern: str) -> str:
 
 
 def _walk(path: str) -> Iterable[str]:
-    """The file at `path`, or the visible files of the folder `path`, recursively, sorted."""
+    """The file at `path`, or the visible files of the folder `path`, recursively, sorted
+    (a broken link among them, as in a folder: load_image says what it is)."""
     if not os.path.isdir(path):
-        if not os.path.exists(path):
-            raise BloodcellsError(f"{path}: no such file (a broken link?)")
         yield path
         return
     for folder, dirs, files in os.walk(path, onerror=_raise):
@@ -146,7 +147,7 @@ def _names(inputs: Sequence[str | Path]) -> str:
 
 def load_image(path: str, transform: Transform) -> torch.Tensor | str:
     """One file as a raw float32 C×H×W image in [0, 1], as training stores and scales it;
-    the reason as a string when it cannot be read."""
+    the reason as a string when it cannot be read (or is not a regular file: never opened)."""
     try:
         array, _ = decode_image(path, transform)
     except DECODE_ERRORS as exc:

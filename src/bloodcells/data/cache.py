@@ -1,5 +1,6 @@
 """The on-disk cache of decoded datasets: one file per split, keyed by everything that
-changes its meaning (files, sizes, mtimes, transform, class order)."""
+changes its meaning (files, sizes, mtimes, transform, class order). The files are absolute
+paths, stored as they are hashed: a cache made from any working folder reads the same."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bloodcells.data.dataset import Dataset, Problem, Transform
 from bloodcells.errors import DataWarning
 from bloodcells.files import os_reason, save_torch_atomic
 
-CACHE_FORMAT = 2  # bump when the cached tensors change meaning
+CACHE_FORMAT = 3  # bump when the cached tensors or paths change meaning (3: absolute paths)
 
 
 def cache_home() -> Path:
@@ -37,14 +38,13 @@ def cache_dir() -> Path:
 def cache_key(
     files: Iterable[tuple[Path, str]], transform: Transform, classes: Sequence[str]
 ) -> str:
-    """A hash of the files, sizes, mtimes, transform and class order: any change, a new key."""
+    """A hash of the files (absolute paths, as the Dataset keeps them), sizes, mtimes, transform
+    and class order: any change, a new key."""
     header = [CACHE_FORMAT, transform.size, transform.channels, list(classes)]
     h = hashlib.sha256(json.dumps(header).encode())
-    folders: dict[Path, Path] = {}  # each folder resolved once, not each of its files
     for path, cls in files:
         st = path.stat()
-        folder = folders.get(path.parent) or folders.setdefault(path.parent, path.parent.resolve())
-        h.update(f"{folder / path.name}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{path}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -65,14 +65,20 @@ def save_cached(dataset: Dataset, cache_file: Path) -> None:
         warnings.warn(f"{cache_file}: not cached ({os_reason(exc)})", DataWarning, stacklevel=3)
 
 
-def load_cached(cache_file: Path, classes: list[str]) -> Dataset | None:
-    """The cached dataset, or None when there is none or it cannot be trusted (then removed)."""
+def load_cached(
+    cache_file: Path, classes: list[str], files: Iterable[tuple[Path, str]]
+) -> Dataset | None:
+    """The cached dataset of `files`, or None when there is none or it cannot be trusted (then
+    removed): made for other classes, or holding a path that is not one of `files` (such as
+    the relative paths older versions kept)."""
     if not cache_file.exists():
         return None
     try:
         payload = torch.load(cache_file, weights_only=True)
         if payload["classes"] != classes:  # labels index the classes they were made for
             raise ValueError(f"{cache_file} was made for classes {payload['classes']}")
+        if not set(payload["paths"]) <= {str(path) for path, _ in files}:
+            raise ValueError(f"{cache_file} was made for other files")
         return Dataset(
             images=payload["images"],
             labels=payload["labels"],

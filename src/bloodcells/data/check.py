@@ -40,7 +40,7 @@ from bloodcells.data.duplicates import (
     rel,
     same_pixels,
 )
-from bloodcells.data.folders import SPLITS, load_dataset
+from bloodcells.data.folders import SPLITS, ProgressCallback, load_dataset
 from bloodcells.errors import DataError
 
 DEFAULT_THRESHOLD = 0.98
@@ -94,13 +94,16 @@ def check_dataset(
     threshold: float = DEFAULT_THRESHOLD,
     channels: int = 1,
     device: str | torch.device = "cpu",
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> CheckReport:
-    """Report duplicates, leaks, degenerate images, imbalance and odd sizes of ROOT."""
+    """Report duplicates, leaks, degenerate images, imbalance and odd sizes of ROOT.
+
+    `progress(done, total)` hears about the decoding, as in `load_dataset`."""
     start = time.perf_counter()
     check_threshold(threshold)
-    root = Path(root).expanduser()
-    splits = load_dataset(root, Transform(CHECK_SIZE, channels), progress=progress)
+    given = Path(root).expanduser()
+    splits = load_dataset(given, Transform(CHECK_SIZE, channels), progress=progress)
+    root = splits.root  # resolved, as the paths of the dataset and its problems are
     files = file_infos(root)
     index = {s: dataset_rows(root, splits, s, files) for s in SPLITS}
     exact, copied = duplicates(by_key(files, lambda f: f.sha256))
@@ -109,7 +112,7 @@ def check_dataset(
     counts = {s: getattr(splits, s).class_counts() for s in SPLITS}
     problems = splits.problems
     report = CheckReport(
-        root=str(root),
+        root=str(given),
         threshold=threshold,
         channels=channels,
         images={s: len(getattr(splits, s)) for s in SPLITS},

@@ -81,8 +81,7 @@ def rel(root: Path, path: str | Path) -> str:
 def dataset_rows(root: Path, splits: Splits, split: str, files: list[FileInfo]) -> list[int]:
     """For each image of a split's Dataset, the index of its FileInfo in `files`.
 
-    Matched by split/class/file name, which is unique under ROOT: a cached Dataset keeps the
-    spelling of ROOT of the run that cached it.
+    Matched by split/class/file name, which is unique under ROOT (however ROOT is spelled).
     """
     by_tail = {tuple(f.path.split("/")[-3:]): i for i, f in enumerate(files)}
     rows = []

@@ -5,53 +5,70 @@ Each image becomes a uint8 (or, for 16-bit sources, float16 in [0, 1]) tensor of
 after the lab's transform: grayscale or RGB, resize to size×size. Scaling to [0, 1] and the
 per-image standardization happen on the training device, batch by batch or all at once.
 Nothing is skipped silently: unreadable or unsupported files, empty classes and classes with no
-test images are listed as Problems (and warned about); only hidden files are ignored.
+test images are listed as Problems (and warned about); only hidden files are ignored. Only
+regular files are opened: a named pipe, socket, device or broken link is listed, never read.
+Every path a Dataset holds is absolute, below the resolved ROOT, whatever the working folder.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
+import stat
+import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from PIL import Image, UnidentifiedImageError
 
 from bloodcells.data.cache import cache_dir, cache_key, load_cached, save_cached
 from bloodcells.data.dataset import MIN_SIZE, Dataset, Problem, Splits, Transform
 from bloodcells.errors import DataError, DataWarning
+from bloodcells.files import os_reason
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")
 LAYOUT = "expected ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 # Training makes a float32 standardized copy of the stored uint8 images: 1 + 4 bytes per value.
 BYTES_PER_VALUE = 5
-PROGRESS_AFTER_S = 1.0  # decoding that is over sooner shows no progress bar
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows' hidden bookkeeping files
-# UnidentifiedImageError is an OSError; PIL's pixel limit stays on and a bomb is skipped
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# UnidentifiedImageError is an OSError; PIL's pixel limit stays on and a bomb is skipped, also
+# one over the limit that PIL only warns about (its warning would not say which file it is)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+# warnings.catch_warnings changes process-wide state: one decoding thread at a time inside it
+_OPEN_LOCK = threading.Lock()
+ProgressCallback = Callable[[int, int], None]  # (done, total)
 
 
 def load_dataset(
-    root: str | Path, transform: Transform | None = None, cache: bool = True, progress: bool = True
+    root: str | Path,
+    transform: Transform | None = None,
+    cache: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> Splits:
     """Read ROOT/train and ROOT/test into tensors, from the on-disk cache when nothing changed.
 
     Problems are warned about as DataWarnings; a split that cannot be trained or evaluated on
-    (no readable images, fewer than two classes in train) is a DataError. `progress` shows a
-    progress bar on stderr while a slow decoding runs.
+    (no readable images, fewer than two classes in train) is a DataError. While a split is
+    decoded (not read from the cache), `progress(done, total)` hears (0, total) first and then
+    each decoded image; it starts again at 0 for the test split.
     """
     transform = transform or Transform()
     root = Path(root).expanduser()
     check_layout(root)
+    root = root.resolve()  # paths that outlive the command must not depend on the working folder
     classes, train_files, problems = scan_split(root / "train")
     test_classes, test_files, test_problems = scan_split(root / "test")
     _check_test_classes(root, classes, test_classes)
@@ -176,11 +193,11 @@ def read_split(
     transform: Transform,
     problems: list[Problem],
     cache: bool = True,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> Dataset:
     """Decode the files of one split (or load them from the cache) into a Dataset."""
     cache_file = cache_dir() / f"{cache_key(files, transform, classes)}.pt" if cache else None
-    dataset = load_cached(cache_file, classes) if cache_file is not None else None
+    dataset = load_cached(cache_file, classes, files) if cache_file is not None else None
     if dataset is None:
         dataset = decode_files(files, classes, index, transform, progress)
         if cache_file is not None:
@@ -194,12 +211,18 @@ def decode_files(
     classes: list[str],
     index: dict[str, int],
     transform: Transform,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> Dataset:
     """Decode every file once; unreadable files are skipped and listed in `problems`."""
+    total = len(files)
+    decoded = []
+    if progress:
+        progress(0, total)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = pool.map(lambda f: _try_decode(f[0], transform), files)
-        decoded = list(_with_progress(results, len(files), progress))
+        for result in pool.map(lambda f: _try_decode(f[0], transform), files):
+            decoded.append(result)
+            if progress:
+                progress(len(decoded), total)
     arrays, labels, paths, sources, problems = [], [], [], Counter(), []
     for (path, cls), result in zip(files, decoded, strict=True):
         if isinstance(result, str):
@@ -220,9 +243,68 @@ def decode_files(
     )
 
 
-def decode_image(path: str | Path, transform: Transform) -> tuple[np.ndarray, str]:
-    """One image as a C×H×W array (uint8, or float32 in [0, 1] for 16-bit) and 'mode WxH'."""
-    with Image.open(path) as im:
+def decode_image(path: str | Path | BinaryIO, transform: Transform) -> tuple[np.ndarray, str]:
+    """One image as a C×H×W array (uint8, or float32 in [0, 1] for 16-bit) and 'mode WxH'.
+
+    A path must name a regular file (or a link to one); anything else is an OSError, unopened.
+    """
+    if not isinstance(path, str | os.PathLike):
+        return _decode(path, transform)
+    with open_regular(path) as fp:
+        try:
+            return _decode(fp, transform)
+        except UnidentifiedImageError:  # PIL names the file object, not the file
+            raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}") from None
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """`path` opened for reading, when it is a regular file (or a link to one); else an OSError
+    that says what it is. A named pipe is never opened, so never waited on."""
+    reason = not_regular(path)
+    if reason:
+        raise OSError(reason)
+
+    def nonblocking(name: str, flags: int) -> int:
+        # a file swapped for a named pipe since the check must not block the open
+        fd = os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError("not a regular file (it changed while being read)")
+        return fd
+
+    return open(path, "rb", opener=nonblocking)
+
+
+def not_regular(path: str | Path) -> str | None:
+    """None for a regular file (or a link to one); else why not, e.g. "a broken link"."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else "no such file"
+    except OSError as exc:
+        return os_reason(exc)
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a device",
+        stat.S_ISBLK: "a device",
+    }
+    kind = next((kind for test, kind in kinds.items() if test(mode)), "a special file")
+    return f"{kind}, not a regular file"
+
+
+def _open_image(fp: BinaryIO) -> Image.Image:
+    """Image.open, with PIL's decompression-bomb warning raised as an error (file unread)."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
+def _decode(fp: BinaryIO, transform: Transform) -> tuple[np.ndarray, str]:
+    with _open_image(fp) as im:
         im.load()
         source = f"{im.mode} {im.width}x{im.height}"
         size = (transform.size, transform.size)
@@ -248,24 +330,6 @@ def _high_bit_depth(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
     if resized.size != size:
         resized = resized.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
-
-
-def _with_progress(results: Iterable, total: int, enabled: bool) -> Iterator:
-    """Yield `results`; once that has taken over PROGRESS_AFTER_S, show a bar on stderr."""
-    start, bar, task = time.monotonic(), None, None
-    try:
-        for done, result in enumerate(results, 1):
-            yield result
-            if bar is None and enabled and time.monotonic() - start > PROGRESS_AFTER_S:
-                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-                bar = Progress(*columns, console=Console(stderr=True), transient=True)
-                bar.start()
-                task = bar.add_task("decoding images", total=total)
-            if bar is not None:
-                bar.update(task, completed=done)
-    finally:
-        if bar is not None:
-            bar.stop()
 
 
 def _try_decode(path: Path, transform: Transform) -> tuple[np.ndarray, str] | str:
@@ -303,7 +367,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def _skipped(folder: Path) -> list[Problem]:
-    """A Problem for each visible entry of a class folder that is not an image file."""
+    """A Problem for each visible entry of a class folder that is not an image file (a folder,
+    a named pipe, a broken link, another type of file)."""
     supported = ", ".join(sorted(IMAGE_SUFFIXES))
     problems = []
     for entry in sorted(folder.iterdir()):
@@ -311,6 +376,8 @@ def _skipped(folder: Path) -> list[Problem]:
             continue
         if entry.is_dir():
             problems.append(Problem(str(entry), "skipped, a folder inside a class folder"))
+        elif reason := not_regular(entry):
+            problems.append(Problem(str(entry), f"skipped, {reason}"))
         elif entry.suffix.lower() not in IMAGE_SUFFIXES:
             kind = entry.suffix or "no file extension"
             message = f"skipped, not a supported image type ({kind}); supported: {supported}"

@@ -9,8 +9,8 @@ DEST, and writes DEST:
 - DEST/manifest.csv: file (relative to DEST), class, split, group, source (relative to SRC).
 - DEST/split.json: the settings and the counts, to redo or audit the split.
 It is written into a hidden sibling folder that is renamed to DEST when complete: a failed or
-interrupted split leaves no DEST (a killed process may leave the hidden `.DEST.partial-*`
-folder).
+interrupted split leaves no DEST (a killed process leaves the hidden `.DEST.partial-*`
+folder, which the next split to DEST removes).
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ from bloodcells.data.split_plan import (
     unique_names,
 )
 from bloodcells.errors import DataError, DataWarning
-from bloodcells.files import check_output_folder, staged_folder, write_json
+from bloodcells.files import check_output_folder, os_reason, staged_folder, write_json
 
 SETTINGS = "split.json"
 MANIFEST_COLUMNS = ("file", "class", "split", "group", "source")
 MAX_SEED = 2**32 - 1  # what sklearn's random_state takes
 # A hardlink that the file system refuses: another device, no hardlinks, too many links.
 LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
 
 
 @dataclass
@@ -177,12 +178,23 @@ def _settings(src, labels, group_by, seed, test_fraction) -> dict:
 def _write(
     items: list[Item], sides: list[str], dest: Path, link: bool, overwrite: bool, settings: dict
 ) -> dict[str, int]:
-    """The images, the manifest and the settings into DEST as one unit; how files were placed."""
-    with staged_folder(dest, replace=overwrite) as staging:
-        placed = _place_all(items, sides, staging, link)
-        write_manifest(staging, MANIFEST_COLUMNS, _manifest_rows(items, sides))
-        counts = _counts(items, sides)
-        write_json(staging / SETTINGS, {**settings, "files": placed, "counts": counts})
+    """The images, the manifest and the settings into DEST as one unit; how files were placed.
+
+    A full disk is a DataError that names DEST (the copy's own error names the source file).
+    """
+    try:
+        with staged_folder(dest, replace=overwrite) as staging:
+            placed = _place_all(items, sides, staging, link)
+            write_manifest(staging, MANIFEST_COLUMNS, _manifest_rows(items, sides))
+            counts = _counts(items, sides)
+            write_json(staging / SETTINGS, {**settings, "files": placed, "counts": counts})
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise DataError(
+            f"{dest}: cannot be written, {os_reason(exc)} ({DISK_FULL[exc.errno]}); free some "
+            "space or choose a DEST on another disk"
+        ) from None
     return placed
 
 
