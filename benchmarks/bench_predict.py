@@ -85,7 +85,7 @@ def lab_loop_seconds(root: Path, model: torch.nn.Module) -> float:
 def predict_seconds(root: Path, predictor: Predictor, out: Path) -> float:
     start = time.perf_counter()
     found = find_images([root])
-    write_predictions(predictor, found.files, out / "predictions.csv", CHUNK)
+    write_predictions(predictor, found.files, out / "predictions.csv", CHUNK, overwrite=True)
     return time.perf_counter() - start
 
 

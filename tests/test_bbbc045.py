@@ -122,7 +122,7 @@ def test_import_cuts_the_cells_and_holds_out_the_named_donor(src, tmp_path):
 def test_the_lab_loader_reads_the_result(src, tmp_path):
     from bloodcells.data import load_dataset
 
-    splits = load_dataset(quiet(src, tmp_path / "out").root, cache=False, progress=False)
+    splits = load_dataset(quiet(src, tmp_path / "out").root, cache=False)
     assert splits.train.classes == sorted(CLASSES)
     assert len(splits.train) + len(splits.test) == 34 * 5
 

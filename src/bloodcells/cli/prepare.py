@@ -63,12 +63,8 @@ def data_split(
 
     try:
         result = split_folder(src, dest, test_fraction, group_by, labels, link, seed, overwrite)
-    except DataError as exc:
-        if group_by is None:
-            raise
-        # The library quotes the regex with repr(), which doubles every backslash: show it as
-        # typed (the console escapes its control characters).
-        raise type(exc)(str(exc).replace(repr(group_by), f"'{group_by}'")) from exc
+    except DataError as exc:  # the library names its parameter; a shell user typed the flag
+        raise DataError(str(exc).replace("group_by '", "--group-by '")) from None
     table = Table(title=str(result.dest), title_justify="left")
     for col in ("class", "train", "test"):
         table.add_column(col, justify="left" if col == "class" else "right")

@@ -38,14 +38,14 @@ MAX_NAME_BYTES = 200  # longer flattened names are shortened with a hash (file s
 
 
 def compile_group_regex(regex: str) -> re.Pattern:
-    """The --group-by regex, which must compile and have a group."""
+    """The group_by regex, which must compile and have a group."""
     try:
         pattern = re.compile(regex)
     except re.error as exc:
-        raise DataError(f"--group-by {regex!r}: not a valid regular expression ({exc})") from None
+        raise DataError(f"group_by '{regex}': not a valid regular expression ({exc})") from None
     if pattern.groups == 0:
         raise DataError(
-            f"--group-by {regex!r} has no group; put the part of the path that names the "
+            f"group_by '{regex}' has no group; put the part of the path that names the "
             r"donor, slide or patient in parentheses, e.g. '^[^/]+/([^_]+)_'"
         )
     return pattern
@@ -104,19 +104,19 @@ def assign_groups(items: list[Item], pattern: re.Pattern, regex: str) -> list[It
         grouped.append(replace(item, group=group or ""))
     if len(unmatched) == len(items):
         raise DataError(
-            f"--group-by {regex!r} matches none of the {len(items)} paths, e.g. "
+            f"group_by '{regex}' matches none of the {len(items)} paths, e.g. "
             f"{items[0].rel}; it is searched in the path relative to SRC, and its first group "
             "names the group"
         )
     if unmatched:
         raise DataError(
-            f"--group-by {regex!r} finds no group in {len(unmatched)} of {len(items)} paths, "
+            f"group_by '{regex}' finds no group in {len(unmatched)} of {len(items)} paths, "
             f"e.g. {unmatched[0].rel}; every image needs a group: widen the regex"
         )
     names = {item.group for item in grouped}
     if len(names) < 2:
         raise DataError(
-            f"--group-by {regex!r} puts all {len(items)} images in one group ({names.pop()}); "
+            f"group_by '{regex}' puts all {len(items)} images in one group ({names.pop()}); "
             "a grouped split needs at least two groups"
         )
     return grouped
@@ -167,7 +167,7 @@ def check_both_sides(items: list[Item], test: set[int], regex: str) -> None:
             if not per_class[cls][side]:
                 n, g = sum(per_class[cls].values()), len(groups[cls])
                 raise DataError(
-                    f"--group-by {regex!r}: grouping leaves class {cls} with no {side} images "
+                    f"group_by '{regex}': grouping leaves class {cls} with no {side} images "
                     f"(its {n} images are in {g} group(s)); try another --seed or "
                     "--test-fraction, or a class needs images from more groups"
                 )
