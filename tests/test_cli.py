@@ -107,3 +107,21 @@ def test_evaluate_with_tta_and_adapted_batchnorm(trained):
     result = invoke("evaluate", run.path, "--tta", "--adapt-bn")
     assert result.exit_code == 0, result.output
     assert "with TTA and adapted BatchNorm" in result.output and "accuracy" in result.output
+
+
+def test_the_decode_bar_shows_only_for_a_slow_decode_and_goes_when_done(monkeypatch):
+    from bloodcells.cli import base
+
+    monkeypatch.setattr(base, "PROGRESS_AFTER_S", 3600.0)
+    fast = base.DecodeBar()
+    for done in range(4):
+        fast(done, 3)
+    assert fast._bar is None  # a quick decode (or a cache hit) prints nothing
+
+    monkeypatch.setattr(base, "PROGRESS_AFTER_S", 0.0)
+    slow = base.DecodeBar()
+    slow(0, 3)
+    slow(1, 3)
+    assert slow._bar is not None and slow._bar.tasks[0].completed == 1
+    slow(3, 3)
+    assert slow._bar is None

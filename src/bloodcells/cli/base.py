@@ -6,6 +6,7 @@ typed) and control characters shown as escapes, never sent raw to the terminal.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -13,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 import typer.core
 from rich.console import Console, ConsoleDimensions
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from bloodcells.errors import BloodcellsError, DataWarning
@@ -23,6 +25,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
 LOG_WIDTH = 160
+PROGRESS_AFTER_S = 1.0  # a decode bar only for decodes that last: a cache hit shows nothing
 # C0 and C1 control characters except tab and newline: shown as \xNN instead of obeyed.
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (9, 10)}
 
@@ -170,3 +173,32 @@ def figure_output(default: str) -> object:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+class DecodeBar:
+    """A `progress(done, total)` callback for the data layer: a bar on a terminal's stderr
+    that appears once decoding has taken PROGRESS_AFTER_S and goes when it is done."""
+
+    def __init__(self, description: str = "decoding images") -> None:
+        self.description = description
+        self._start = 0.0
+        self._bar: Progress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == 0:
+            self._start = time.monotonic()
+        if self._bar is None and time.monotonic() - self._start > PROGRESS_AFTER_S:
+            columns = (TextColumn(self.description), BarColumn(), MofNCompleteColumn())
+            self._bar = Progress(*columns, console=err, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=total)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            if done >= total:
+                self._bar.stop()
+                self._bar = None
+
+
+def decode_progress() -> DecodeBar | None:
+    """The decode bar where stderr is a terminal; None (no output at all) in a pipe or a log."""
+    return DecodeBar() if err.is_terminal else None

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bloodcells.cli.base import RgbOpt, SeedOpt, SizeOpt, bold, data_app, figure_output, out
+from bloodcells.cli.base import (
+    RgbOpt,
+    SeedOpt,
+    SizeOpt,
+    bold,
+    data_app,
+    decode_progress,
+    figure_output,
+    out,
+)
 
 
 @data_app.command("info")
@@ -21,7 +30,8 @@ def data_info(
     """What is in a dataset, and what is wrong with it."""
     from bloodcells.data import Transform, load_dataset
 
-    summary = load_dataset(root, Transform(size, 3 if rgb else 1)).summary()
+    splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
+    summary = splits.summary()
     table = Table(title=summary["root"], title_justify="left")
     table.add_column("index", justify="right")
     table.add_column("class")
@@ -66,7 +76,7 @@ def data_preview(
 
     check_count(per_class, "images per class", limit=32)
     target = output_file(output, "grid.png")
-    splits = load_dataset(root, Transform(size, 3 if rgb else 1))
+    splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
     out.print(f"wrote {save_figure(sample_grid(splits.train, per_class, seed), target)}")
 
 

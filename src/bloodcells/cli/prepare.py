@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bloodcells.cli.base import DeviceOpt, RgbOpt, bold, data_app, out
+from bloodcells.cli.base import DeviceOpt, RgbOpt, bold, data_app, decode_progress, out
 from bloodcells.errors import DataError
 
 SHOWN = 10  # rows per table on the terminal; --json lists up to 1000 of each
@@ -107,7 +107,9 @@ def data_check(
     from bloodcells.devices import select_device
 
     check_threshold(threshold)
-    report = check_dataset(root, threshold, 3 if rgb else 1, select_device(device))
+    report = check_dataset(
+        root, threshold, 3 if rgb else 1, select_device(device), progress=decode_progress()
+    )
     if json_output:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
