@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -14,8 +16,8 @@ from bloodcells import export as export_module
 from bloodcells.data import load_dataset, to_unit
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation import evaluate
-from bloodcells.export import CARD, RawImageModel, export_run, load_export
-from bloodcells.predict import Predictor
+from bloodcells.export import EXTRA_FILE, RawImageModel, card_path, export_run, load_export
+from bloodcells.predict import METADATA_KEY, Predictor
 from bloodcells.runs import load_run, start_training
 from bloodcells.train import TrainConfig
 from tests.conftest import write_layout
@@ -46,7 +48,7 @@ def test_both_formats_pass_their_check(exported):
         assert "check passed: largest probability difference" in result.output
         assert "limit 0.0001" in result.output and "same class for 36 of them" in result.output
         assert (folder / name).is_file()
-    assert sorted(p.name for p in folder.iterdir()) == [CARD, "model.onnx", "model.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.card.md", "model.onnx", "model.pt"]
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
@@ -102,7 +104,7 @@ def test_onnx_graph_standardizes_raw_pixels_itself(exported, trained):
 
 
 def test_the_model_card(exported, run):
-    card = (exported[0] / CARD).read_text()
+    card = (exported[0] / "model.card.md").read_text()
     for part in (
         "# Model card: advanced",
         "| class | train images | dev images |",
@@ -115,6 +117,8 @@ def test_the_model_card(exported, run):
         "Known limits",
         "one lab's images",
         "unlike-training",
+        "`model.onnx` for onnxruntime, or `model.pt`",
+        "Together the two flag",
     ):
         assert part in card, part
     per_class = run.metrics["per_class"]["disc"]
@@ -126,13 +130,15 @@ def test_an_existing_file_or_foreign_card_needs_overwrite(exported, run, tmp_pat
     one_line_error(invoke("export", run.path, "-o", folder), "pass --overwrite")
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / CARD).write_text("# my own notes\n")
-    one_line_error(invoke("export", run.path, "-o", mine, "--no-check"), "MODEL_CARD.md")
-    assert (mine / CARD).read_text() == "# my own notes\n" and not (mine / "model.onnx").exists()
+    (mine / "model.card.md").write_text("# my own notes\n")
+    one_line_error(invoke("export", run.path, "-o", mine, "--no-check"), "model.card.md")
+    assert (mine / "model.card.md").read_text() == "# my own notes\n"
+    assert not (mine / "model.onnx").exists()
+    (mine / "m.card.md").write_text("# my own notes\n")
     result = invoke("export", run.path, "-o", mine / "m.onnx", "--no-check", "--overwrite")
     assert result.exit_code == 0, result.output
     assert "check skipped (--no-check)" in result.output
-    assert "bloodcells model card" in (mine / CARD).read_text()
+    assert "bloodcells model card" in (mine / "m.card.md").read_text()
 
 
 def test_a_missing_export_package_is_one_line(run, tmp_path, monkeypatch):
@@ -187,7 +193,7 @@ def test_without_the_data_the_check_says_it_could_not_run(tmp_path):
     predictor = Predictor.from_path(run.path / "model.pt")  # the range was recorded in training
     assert predictor.pixel_range == run.metrics["unlike_training"]["pixel_range"]
     assert not any("brightness and contrast is off" in note for note in predictor.notes)
-    assert "(no mean range recorded" not in (run.path / CARD).read_text()
+    assert "(no mean range recorded" not in (run.path / "model.card.md").read_text()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in torch 2.9+
@@ -205,7 +211,7 @@ def test_files_that_are_not_exports_are_refused(run, tmp_path):
 
 def test_export_run_api_returns_the_check(run, tmp_path):
     result = export_run(load_run(run.path), "torchscript", tmp_path / "x.pt")
-    assert result.path == tmp_path / "x.pt" and result.card == tmp_path / CARD
+    assert result.path == tmp_path / "x.pt" and result.card == tmp_path / "x.card.md"
     assert result.check.passed and result.check.images == 36
     assert result.check.max_difference < 1e-5
 
@@ -227,3 +233,117 @@ def test_pbc32_export_onnx_agrees_with_the_run(pbc32, tmp_path):
     assert read(tmp_path / "run.csv") == read(tmp_path / "onnx.csv")
     counts = json.loads((tmp_path / "onnx.count.json").read_text())
     assert counts["images"] == 800
+
+
+def small_run(root, out, epochs: int = 1):
+    """A one-epoch simple CNN on a few easy images: a second run, quickly."""
+    splits = load_dataset(write_layout(root, per_class=(10, 4)), cache=False)
+    return start_training(splits, TrainConfig(model="simple", epochs=epochs), out)
+
+
+def test_two_runs_exported_into_one_folder_keep_their_own_cards(run, tmp_path):
+    other = small_run(tmp_path / "data", tmp_path / "runs")
+    folder = tmp_path / "models"
+    for source, name in ((run, "advanced.pt"), (other, "simple.pt")):
+        result = invoke("export", source.path, "-f", "torchscript", "-o", folder / name)
+        assert result.exit_code == 0, result.output
+    assert card_path(folder / "simple.pt") == folder / "simple.card.md"
+    for source, name in ((run, "advanced"), (other, "simple")):
+        card = (folder / f"{name}.card.md").read_text()
+        assert f"run {source.name}" in card.splitlines()[0]
+        assert f"`{name}.pt` for `torch.jit.load`" in card
+    # the same name for another run's file is a clash: its card is not this run's
+    result = invoke("export", other.path, "-f", "onnx", "-o", folder / "advanced.onnx")
+    one_line_error(result, "advanced.card.md: exists and is not this run's card")
+
+
+def interrupted_copy(run, folder):
+    """`run` copied, as if its writer had died at epoch 2 of 9."""
+    shutil.copytree(run.path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["epochs"] = 9
+    (folder / "config.json").write_text(json.dumps(config))
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # a process that has ended: its pid names no writer
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["status"] = "running"
+    metrics["writer"] = {"pid": gone.pid, "host": os.uname().nodename}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_an_interrupted_run_is_exported_with_a_note(run, tmp_path):
+    source = interrupted_copy(run, tmp_path / "cut")
+    result = invoke("export", source, "-f", "torchscript", "--no-check", "-o", tmp_path / "m.pt")
+    assert result.exit_code == 0, result.output
+    note = f"note: {source}: interrupted at epoch 2 of 9; using its last saved epoch"
+    assert note in result.stderr
+    result = invoke("export", run.path, "-f", "torchscript", "--no-check", "-o", tmp_path / "n.pt")
+    assert result.exit_code == 0 and "note:" not in result.stderr
+
+
+def rewrite_metadata(source, dest, **changes):
+    """`source` (an export) copied to `dest` with its bloodcells metadata changed."""
+    if source.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(source))
+        (prop,) = [p for p in proto.metadata_props if p.key == METADATA_KEY]
+        prop.value = json.dumps(json.loads(prop.value) | changes)
+        onnx.save_model(proto, str(dest))
+    else:
+        extra = {EXTRA_FILE: ""}
+        module = torch.jit.load(str(source), _extra_files=extra)
+        meta = json.loads(extra[EXTRA_FILE]) | changes
+        torch.jit.save(module, str(dest), _extra_files={EXTRA_FILE: json.dumps(meta)})
+    return dest
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in torch 2.9+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"classes": ["bar", "disc"]}, "the metadata lists 2 classes, the graph"),
+        ({"channels": 3}, "disagrees with its graph"),
+        ({"size": 48}, "disagrees with its graph"),
+        ({"format_version": 999}, "format_version 999, and bloodcells"),
+        ({"classes": ["bar", "bar", "disc"]}, "a class name appears twice"),
+        ({"channels": "1"}, "channels is '1', not a whole number"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_file_is_one_line(
+    exported, trained, tmp_path, name, changes, message
+):
+    changed = rewrite_metadata(exported[0] / name, tmp_path / name, **changes)
+    cells = trained[1].test.paths[:2]
+    result = invoke("predict", changed, *cells, "-o", tmp_path / "p.csv")
+    one_line_error(result, message)
+    assert str(changed) in result.output and "export the run again" in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_the_versions_this_release_reads_are_named(exported, tmp_path):
+    changed = rewrite_metadata(exported[0] / "model.pt", tmp_path / "m.pt", format_version=999)
+    with pytest.raises(BloodcellsError, match=r"reads only format_version 1; use the bloodcells"):
+        Predictor.from_path(changed)
+
+
+def test_onnx_channels_that_disagree_are_named(exported, tmp_path):
+    changed = rewrite_metadata(exported[0] / "model.onnx", tmp_path / "m.onnx", channels=3)
+    with pytest.raises(BloodcellsError, match="the metadata says 3 channels, the graph takes 1"):
+        Predictor.from_path(changed)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
+def test_class_names_with_control_characters_print_escaped(exported, trained, tmp_path, name):
+    odd = "bar\n\x1b[31mred\tx"
+    changed = rewrite_metadata(exported[0] / name, tmp_path / name, classes=[odd, "disc", "square"])
+    cells = trained[1].test.paths[:12]
+    result = invoke("predict", changed, *cells, "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "red\tx" not in result.output
+    (line,) = [line for line in result.output.splitlines() if "bar" in line]
+    assert "bar\\x0a\\x1b[31mred\\x09x" in line  # one table row, not three

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -136,8 +139,17 @@ def test_min_confidence_decides_unsure(predictor, trained):
     assert {r["status"] for r in strict} <= {"unsure", "unlike-training"}
     lax = Predictor.from_path(predictor.source, min_confidence=0.0).predict(paths)
     assert "unsure" not in lax["status"]
-    with pytest.raises(BloodcellsError, match="min confidence"):
-        Predictor.from_path(predictor.source, min_confidence=1.5)
+    for bad in (1.5, float("nan")):
+        with pytest.raises(BloodcellsError, match="min_confidence must be a number from 0 to 1"):
+            Predictor.from_path(predictor.source, min_confidence=bad)
+
+
+@pytest.mark.parametrize("value", ["nan", "1.5", "-0.1"])
+def test_min_confidence_out_of_range_is_one_line(run, tmp_path, value):
+    cells = save_images(tmp_path / "cells", 1)
+    result = invoke("predict", run.path, *cells, "--min-confidence", value, "-o", tmp_path)
+    one_line_error(result, f"--min-confidence must be a number from 0 to 1, not {value}")
+    assert not (tmp_path / "predictions.csv").exists()
 
 
 def test_unreadable_images_are_rows_not_crashes(run, tmp_path):
@@ -449,3 +461,86 @@ def test_predict_command_takes_tta_and_adapt_bn(trained, tmp_path):
     result = CliRunner().invoke(app, [*args, "--tta", "--adapt-bn"])
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == len(splits.test) + 1
+
+
+def test_an_interrupted_predicts_rows_are_kept(run, tmp_path):
+    cells = save_images(tmp_path / "cells", 2)
+    out = tmp_path / "pred.csv"
+    partial_path(out).write_text("path,predicted\ncell 000.png,bar\n")
+    result = invoke("predict", run.path, *cells, "-o", out)
+    one_line_error(result, "pred.partial.csv: the rows of an interrupted predict; move it away")
+    assert partial_path(out).read_text() == "path,predicted\ncell 000.png,bar\n"
+    predictor = Predictor.from_path(run.path)
+    with pytest.raises(BloodcellsError, match=r"partial\.csv: exists; pass overwrite=True"):
+        write_predictions(predictor, [str(c) for c in cells], out)
+    assert partial_path(out).read_text() == "path,predicted\ncell 000.png,bar\n"
+    result = invoke("predict", run.path, *cells, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert len(read_csv(out)) == 2 and not partial_path(out).exists()
+
+
+def test_dash_output_is_the_csv_on_stdout(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cells = save_images(tmp_path / "cells", 5)
+    result = invoke("predict", run.path, tmp_path / "cells", "-o", "-")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["path"] for r in rows] == [str(c) for c in cells]
+    assert all(r["status"] for r in rows)
+    assert "differential count" in result.stderr and "5 of 5 images counted" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells"]  # no folder "-", no count
+
+
+def test_the_unlike_training_warning_gives_the_dev_share_measured(trained, tmp_path):
+    run, splits = trained
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    for i in range(6):  # pure noise: every image unlike the training data
+        noise = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+        Image.fromarray(noise).save(folder / f"noise {i}.png")
+    result = invoke("predict", run.path, folder, "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    dev = Predictor.from_path(run.path).predict(splits.test.paths)["status"]
+    share = 100 * dev.count("unlike-training") / len(dev)
+    assert f"many images are unlike the training data ({share:.1f}% of its dev images" in (
+        result.output
+    )
+
+
+def test_control_characters_in_file_names_are_escaped(run, tmp_path):
+    folder = tmp_path / "cells"
+    save_images(folder, 2)
+    (folder / "bad\x1b[31m.png").write_bytes(b"not a png")
+    result = invoke("predict", run.path, folder, "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stderr and "\x1b" not in result.stdout
+    assert "unreadable: " + str(folder / "bad\\x1b[31m.png") in result.stderr
+
+
+def test_an_interrupted_run_is_used_with_a_note(run, tmp_path):
+    from tests.test_export import interrupted_copy
+
+    source = interrupted_copy(run, tmp_path / "cut")
+    cells = save_images(tmp_path / "cells", 2)
+    result = invoke("predict", source, *cells, "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    note = f"note: {source}: interrupted at epoch 2 of 9; using its last saved epoch"
+    assert note in result.stderr
+    assert Predictor.from_path(source).notes[0] == note.removeprefix("note: ")
+    assert not any("interrupted" in n for n in Predictor.from_path(run.path).notes)
+
+
+def test_dash_output_into_a_closed_pipe_ends_quietly(run, tmp_path):
+    folder = tmp_path / "cells"
+    (first,) = save_images(folder, 1)
+    for i in range(400):  # rows well past a pipe's 64 KiB, so the writer meets the closed end
+        shutil.copy(first, folder / f"{i:03d}{'x' * 200}.png")
+    command = [sys.executable, "-c", "from bloodcells.cli import main; main()"]
+    command += ["predict", str(run.path), str(folder), "-o", "-", "--batch-size", "8"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(b"path,predicted,")
+    process.stdout.close()  # as `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert "error" not in stderr and "Traceback" not in stderr and "Exception" not in stderr

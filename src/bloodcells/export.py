@@ -6,12 +6,15 @@ images, divide by 255 first), does the lab's per-image standardization itself an
 JSON object under the key "bloodcells" (ONNX metadata_props; a TorchScript extra file
 bloodcells.json): classes, size, channels, the standardization, the training data's name,
 the dev-set results (confusion matrix, per-class metrics), the unlike-training threshold and
-the bloodcells version. `Predictor.from_path` reads it back (load_export below), so
+the bloodcells version. `Predictor.from_path` reads it back (load_export below, which
+refuses a format_version it does not know and metadata that disagrees with the graph), so
 `bloodcells predict model.onnx cells/` needs no run folder.
 
 After writing, the file is run (onnxruntime, or torch.jit.load) on the run's dev images and
 compared with the PyTorch model: any probability more than CHECK_TOLERANCE apart is an error,
-and the file is not put in place. MODEL_CARD.md is written next to it.
+and the file is not put in place. Its model card is written next to it, named after it:
+NAME.card.md for NAME.onnx and NAME.pt (both formats of one run share one card), so exports
+of several runs can share a folder.
 """
 
 from __future__ import annotations
@@ -21,17 +24,24 @@ import io
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bloodcells.data import EPS, Splits, to_unit
+from bloodcells.data import EPS, Splits, Transform, to_unit
 from bloodcells.errors import BloodcellsError, DataError, RunError
 from bloodcells.files import output_file, output_folder, write_atomic
-from bloodcells.predict import METADATA_KEY, Predictor, data_name, dev_results
-from bloodcells.unlike import pixel_range
+from bloodcells.predict import (
+    METADATA_KEY,
+    Predictor,
+    data_name,
+    dev_results,
+    interrupted_note,
+)
+from bloodcells.torch_engine import TorchEngine
+from bloodcells.unlike import DEV_FLAGGED, flagged_share, pixel_range
 from bloodcells.version import __version__, versions
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -40,7 +50,9 @@ CHECK_TOLERANCE = 1e-4
 CHECK_BATCH = 1024
 INPUT, OUTPUTS = "images", ("logits", "probabilities")
 EXTRA_FILE = "bloodcells.json"
-CARD = "MODEL_CARD.md"
+CARD_SUFFIX = ".card.md"  # model.onnx -> model.card.md
+FORMAT_VERSION = 1  # of the metadata: what this release writes
+READ_VERSIONS = (1,)  # what it reads
 INSTALL = "pip install 'bloodcells[export]'"
 
 
@@ -87,6 +99,7 @@ class ExportResult:
     card: Path
     check: CheckResult | None
     note: str  # why the check did not run, or ""
+    notes: list[str] = field(default_factory=list)  # what else the user should know
 
 
 def check_format(fmt: str) -> None:
@@ -105,24 +118,32 @@ def check_format(fmt: str) -> None:
 def export_paths(
     run, fmt: str, output: str | Path | None = None, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """The model file and its card: `output` (a file, or a folder, made if it has no suffix),
-    by default the run folder.
+    """The model file and its card (card_path): `output` (a file, or a folder, made if it has
+    no suffix), by default the run folder.
 
-    An existing model file is replaced only with `overwrite`; so is an existing MODEL_CARD.md,
-    unless it is this run's card written by bloodcells (it is regenerated from the run).
+    An existing model file is replaced only with `overwrite`; so is an existing card, unless
+    it is this run's card written by bloodcells (it is regenerated from the run).
     """
     suffix = FORMATS[fmt]
     output = Path(run.path if output is None else output)
     if not output.suffix and not output.exists():
         output = output / f"model{suffix}"  # a folder to be made (model files have suffixes)
     target = output_file(output, f"model{suffix}", (suffix,))
-    card = target.parent / CARD
+    card = card_path(target)
     if not overwrite:
         if target.exists():
             raise BloodcellsError(f"{target}: exists; pass --overwrite to replace it")
         if card.exists() and not _is_card_of(card, run):
-            raise BloodcellsError(f"{card}: exists; pass --overwrite to replace it")
+            raise BloodcellsError(
+                f"{card}: exists and is not this run's card; choose another file name, "
+                "or pass --overwrite to replace it"
+            )
     return target, card
+
+
+def card_path(model_file: Path) -> Path:
+    """The model card of an exported file: NAME.card.md for NAME.onnx or NAME.pt."""
+    return model_file.with_name(model_file.stem + CARD_SUFFIX)
 
 
 def export_run(
@@ -163,8 +184,9 @@ def export_run(
         if made and not target.exists():
             with contextlib.suppress(OSError):
                 target.parent.rmdir()  # the folder this export made, if it is still empty
-    write_atomic(card, model_card(run, meta))
-    return ExportResult(target, card, result, note)
+    write_atomic(card, model_card(run, meta, target.stem))
+    notes = [interrupted_note(run)] if run.interrupted else []
+    return ExportResult(target, card, result, note, notes)
 
 
 def _dev_data(run) -> tuple[Splits | None, str]:
@@ -179,7 +201,7 @@ def metadata(run, splits: Splits | None = None) -> dict:
     """What an exported file carries about itself (see the module doc)."""
     c = run.config
     meta = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "bloodcells": __version__,
         "run": run.name,
         "model": c.model,
@@ -218,10 +240,18 @@ def metadata(run, splits: Splits | None = None) -> dict:
 
 
 def _unlike_training(run, splits: Splits | None) -> dict:
-    """The run's energy threshold and the brightness/contrast range of its training images."""
+    """The run's energy threshold, the brightness/contrast range of its training images and
+    the share of its dev images the two flag."""
     unlike = dict(run.metrics.get("unlike_training") or {})
-    if "pixel_range" not in unlike and splits is not None:
+    if splits is None:
+        return unlike
+    if "pixel_range" not in unlike:
         unlike["pixel_range"] = pixel_range(splits.train.images)
+    if unlike.get(DEV_FLAGGED) is None:
+        engine = TorchEngine(run.load_model("cpu"))
+        unlike[DEV_FLAGGED] = flagged_share(
+            engine, splits.test.images, unlike.get("threshold"), unlike["pixel_range"]
+        )
     return unlike
 
 
@@ -267,8 +297,102 @@ def write_torchscript(model: RawImageModel, meta: dict, path: Path) -> None:
 
 
 def load_export(path: Path, kind: str, device: str | None = None) -> tuple[object, dict]:
-    """An exported file's engine (raw images -> logits, probabilities) and its metadata."""
-    return _load_onnx(path, device) if kind == "onnx" else _load_torchscript(path, device)
+    """An exported file's engine (raw images -> logits, probabilities) and its metadata,
+    checked: a format version this release reads, metadata that agrees with the graph."""
+    load = _load_onnx if kind == "onnx" else _load_torchscript
+    engine, meta = load(path, device)
+    check_metadata(meta, path)
+    if isinstance(engine, OnnxEngine):
+        _check_onnx_shapes(engine.session, meta, path)
+    _check_graph(engine, meta, path)
+    return engine, meta
+
+
+def check_metadata(meta: dict, path: Path) -> None:
+    """A BloodcellsError naming `path` unless `meta` is metadata this release can use."""
+    version = meta.get("format_version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        readable = ", ".join(str(v) for v in READ_VERSIONS)
+        raise BloodcellsError(
+            f"{path}: its bloodcells metadata has format_version {version!r}, and bloodcells "
+            f"{__version__} reads only format_version {readable}; use the bloodcells that "
+            "exported it, or export the run again with this one"
+        )
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise _damaged(path, "its classes are not a list of names")
+    if not all(isinstance(c, str) and c for c in classes):
+        raise _damaged(path, "a class name is not a non-empty text")
+    if len(set(classes)) != len(classes):
+        raise _damaged(path, "a class name appears twice")
+    for key in ("size", "channels"):
+        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
+            raise _damaged(path, f"{key} is {meta.get(key)!r}, not a whole number")
+    try:
+        Transform(meta["size"], meta["channels"])
+    except DataError as exc:
+        raise _damaged(path, str(exc)) from None
+
+
+def _damaged(path: Path, what: str) -> BloodcellsError:
+    return BloodcellsError(
+        f"{path}: its bloodcells metadata is damaged ({what}); export the run again"
+    )
+
+
+def _disagree(path: Path, what: str) -> BloodcellsError:
+    return BloodcellsError(
+        f"{path}: its bloodcells metadata disagrees with its graph: {what}; "
+        "the file was changed after export: export the run again"
+    )
+
+
+def _check_onnx_shapes(session, meta: dict, path: Path) -> None:
+    """The graph's input and outputs: the names export gives them, the metadata's shapes."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if INPUT not in inputs or not all(name in outputs for name in OUTPUTS):
+        takes = ", ".join(inputs) or "nothing"
+        gives = ", ".join(outputs) or "nothing"
+        raise _disagree(
+            path, f"it takes {takes} and gives {gives}, not {INPUT} -> {', '.join(OUTPUTS)}"
+        )
+    shape = inputs[INPUT]
+    if len(shape) != 4:
+        raise _disagree(path, f"its input has {len(shape)} dimensions, not N×C×H×W")
+    channels, height, width = shape[1:]
+    if isinstance(channels, int) and channels != meta["channels"]:
+        raise _disagree(
+            path, f"the metadata says {meta['channels']} channels, the graph takes {channels}"
+        )
+    size = meta["size"]
+    if any(isinstance(d, int) and d != size for d in (height, width)):
+        raise _disagree(
+            path, f"the metadata says {size}×{size} images, the graph takes {height}×{width}"
+        )
+    k = len(meta["classes"])
+    for name in OUTPUTS:
+        got = outputs[name][-1] if outputs[name] else None
+        if isinstance(got, int) and got != k:
+            raise _disagree(path, f"the metadata lists {k} classes, the graph gives {got}")
+
+
+def _check_graph(engine, meta: dict, path: Path) -> None:
+    """Run the graph on one blank image of the metadata's shape: one output per class."""
+    c, size, k = meta["channels"], meta["size"], len(meta["classes"])
+    try:
+        with _quiet():
+            outputs = engine(torch.zeros(1, c, size, size))
+    except Exception as exc:  # onnxruntime and TorchScript raise their own types
+        raise _disagree(
+            path, f"the graph fails on the 1×{c}×{size}×{size} images it describes ({_gist(exc)})"
+        ) from None
+    for name, output in zip(OUTPUTS, outputs, strict=True):
+        if tuple(output.shape) != (1, k):
+            shape = "×".join(map(str, output.shape))
+            raise _disagree(
+                path, f"the metadata lists {k} classes, the graph's {name} are {shape} per image"
+            )
 
 
 class OnnxEngine:
@@ -373,8 +497,9 @@ def _card_marker(run) -> str:
     return f"<!-- bloodcells model card of run {run.name} ({run.info.get('created')}) -->"
 
 
-def model_card(run, meta: dict) -> str:
-    """MODEL_CARD.md: data, classes and counts, dev metrics, settings, intended use, limits."""
+def model_card(run, meta: dict, name: str = "model") -> str:
+    """The card of `name`.onnx / `name`.pt: data, classes and counts, dev metrics, settings,
+    intended use, limits."""
     from bloodcells.modelcard import card_markdown
 
-    return card_markdown(_card_marker(run), meta)
+    return card_markdown(_card_marker(run), meta, name)

@@ -1,10 +1,13 @@
-"""MODEL_CARD.md for an exported model, written from its metadata (export.metadata) alone.
+"""The model card (NAME.card.md) of an exported model, written from its metadata
+(export.metadata) alone.
 
 The card has no export time in it: exporting the same run again (to the other format, into
 the same folder) writes the same card, so one card serves both files.
 """
 
 from __future__ import annotations
+
+from bloodcells.unlike import DEV_FLAGGED
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -17,8 +20,9 @@ def _number(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def card_markdown(marker: str, meta: dict) -> str:
-    """The card's Markdown; `marker` is its first line (how export recognises its own card)."""
+def card_markdown(marker: str, meta: dict, name: str = "model") -> str:
+    """The card's Markdown for `name`.onnx / `name`.pt; `marker` is its first line (how export
+    recognises its own card)."""
     classes = meta["classes"]
     dev = meta.get("dev") or {}
     per_class = dev.get("per_class") or {}
@@ -32,7 +36,7 @@ def card_markdown(marker: str, meta: dict) -> str:
         f"# Model card: {meta['model']} white-blood-cell classifier (run {meta['run']})",
         "",
         f"Made with bloodcells {meta['bloodcells']}. The exported model file next to this card "
-        "(`model.onnx` for onnxruntime, or `model.pt` for `torch.jit.load`) holds the weights, "
+        f"(`{name}.onnx` for onnxruntime, or `{name}.pt` for `torch.jit.load`) holds the weights, "
         "the classes, the transform and these facts as JSON metadata under the key "
         "`bloodcells`.",
         "",
@@ -106,7 +110,8 @@ def card_markdown(marker: str, meta: dict) -> str:
         "standard deviation of the raw pixels in [0, 1]) is outside "
         f"{_range(pixels, 'mean')} and {_range(pixels, 'std')}, the 0.5th to 99.5th "
         "percentiles of the training images'. Per-image standardization hides brightness and "
-        "contrast from the network, which is why the second test is there.",
+        "contrast from the network, which is why the second test is there."
+        + _flagged(unlike.get(DEV_FLAGGED)),
         "",
         "## Known limits",
         "",
@@ -123,6 +128,12 @@ def card_markdown(marker: str, meta: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _flagged(share) -> str:
+    if share is None:
+        return ""
+    return f" Together the two flag {100 * share:.1f}% of the dev images."
 
 
 def _range(pixels: dict | None, name: str) -> str:

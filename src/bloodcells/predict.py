@@ -28,7 +28,8 @@ number of files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +39,16 @@ import torch
 from bloodcells.adapt import adapt_batchnorm, require_batchnorm
 from bloodcells.count import DifferentialCount, Tally, differential_count
 from bloodcells.data import Transform, standardize
-from bloodcells.errors import BloodcellsError, RunError
+from bloodcells.errors import BloodcellsError, DataError, RunError
 from bloodcells.image_ops import dihedral_views
 from bloodcells.inputs import find_images, in_memory, load_image
 from bloodcells.torch_engine import TorchEngine, torch_threads
 from bloodcells.unlike import (
+    DEV_FLAGGED,
     NO_ENERGY,
     NO_PIXELS,
     UNLIKE_TRAINING,
+    flagged_share,
     run_pixel_range,
     unlike_training,
 )
@@ -82,12 +85,12 @@ class Predictor:
     info: dict | None = None  # what is known about the model (see export.metadata)
     notes: list[str] = field(default_factory=list)  # what the user should know (checks off)
     tta: bool = False  # average the probabilities over the 8 dihedral views
+    dev_flagged: float | None = None  # share of the dev images flagged unlike-training
+    # the dev images (stored), to measure dev_flagged when it was not recorded
+    dev_images: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_confidence <= 1:
-            raise BloodcellsError(
-                f"min confidence must be between 0 and 1, not {self.min_confidence}"
-            )
+        check_min_confidence(self.min_confidence)
 
     @classmethod
     def from_path(
@@ -126,7 +129,8 @@ class Predictor:
         engine = TorchEngine(run.load_model(device_), device_)
         m = run.metrics
         unlike = m.get("unlike_training") or {}
-        notes = [] if unlike.get("threshold") is not None else [NO_ENERGY]
+        notes = [interrupted_note(run)] if run.interrupted else []
+        notes += [] if unlike.get("threshold") is not None else [NO_ENERGY]
         pixels = unlike.get("pixel_range")
         if pixels is None:
             pixels, why = run_pixel_range(run)
@@ -143,6 +147,8 @@ class Predictor:
             "run",
             {"model": run.config.model, "data": data_name(run.data_root), "dev": dev_results(m)},
             notes,
+            dev_flagged=unlike.get(DEV_FLAGGED),
+            dev_images=lambda: run.load_data().test.images,
         )
 
     @classmethod
@@ -168,7 +174,7 @@ class Predictor:
         info = {k: meta.get(k) for k in ("model", "data", "run", "bloodcells")} | {"dev": dev}
         confusion = dev.get("confusion_matrix")
         return cls(engine, classes, transform, confusion, threshold, pixels, min_confidence,
-                   str(path), kind, info, notes)  # fmt: skip
+                   str(path), kind, info, notes, dev_flagged=unlike.get(DEV_FLAGGED))  # fmt: skip
 
     @property
     def columns(self) -> list[str]:
@@ -226,6 +232,21 @@ class Predictor:
     def unlike_training(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Which raw images are unlike the training data (see bloodcells.unlike)."""
         return unlike_training(images, logits, self.unlike_threshold, self.pixel_range)
+
+    def dev_flagged_share(self) -> float | None:
+        """The share of the model's dev images flagged unlike-training: as recorded, or
+        measured now on a run's data; None when neither can be had."""
+        if self.dev_flagged is None and self.dev_images is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the data's problems were reported in training
+                try:
+                    images = self.dev_images()
+                except (RunError, DataError, OSError):
+                    return None
+            self.dev_flagged = flagged_share(
+                self.engine, images, self.unlike_threshold, self.pixel_range
+            )
+        return self.dev_flagged
 
     def unreadable_row(self, path: str) -> dict:
         return dict.fromkeys(self.columns, None) | {"path": path, "status": "unreadable"}
@@ -359,6 +380,21 @@ class Predictions:
 
     def count(self, n_resamples: int | None = None, seed: int = 0) -> DifferentialCount:
         return self.predictor.count(self.rows, n_resamples, seed)
+
+
+def check_min_confidence(min_confidence: float) -> float:
+    ok = isinstance(min_confidence, int | float) and not isinstance(min_confidence, bool)
+    if not ok or not 0 <= min_confidence <= 1:  # nan too
+        raise BloodcellsError(f"min_confidence must be a number from 0 to 1, not {min_confidence}")
+    return min_confidence
+
+
+def interrupted_note(run) -> str:
+    """What to say of an interrupted run (runs.Run.interrupted) that is put to use."""
+    return (
+        f"{run.path}: interrupted at epoch {run.epochs_done} of {run.epochs_target}; "
+        "using its last saved epoch"
+    )
 
 
 def check_batch_size(batch_size: int) -> int:

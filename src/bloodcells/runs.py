@@ -39,7 +39,7 @@ from bloodcells.train import (
 )
 from bloodcells.unlike import pixel_range
 from bloodcells.version import versions
-from bloodcells.writer_process import writer_alive, writer_identity
+from bloodcells.writer_process import folder_lock, writer_alive, writer_identity
 
 CONFIG, HISTORY, METRICS, WEIGHTS, CHECKPOINT = (
     "config.json",
@@ -66,6 +66,21 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def epochs_done(self) -> int:
+        """Finished epochs the folder holds."""
+        return len(self.history) or int(self.metrics.get("epoch") or 0)
+
+    @property
+    def epochs_target(self) -> int:
+        """The epochs the run was (last) asked to reach."""
+        return self.config.epochs
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether its writer stopped (killed, Ctrl-C) before reaching `epochs_target`."""
+        return self.metrics.get("status") == "interrupted" and self.epochs_done < self.epochs_target
 
     @property
     def transform(self) -> Transform:
@@ -321,8 +336,9 @@ def start_training(
     check_device(config.device)  # the config checked itself when made; nothing is created yet
     model = make_model(config, len(splits.classes))
     run_dir = run_dir or new_run_dir(out, config.model)
-    writer = RunWriter(run_dir, splits.root, pixel_range=pixel_range(splits.train.images))
-    fit(model, splits.train, splits.test, config, [writer, *callbacks])
+    with folder_lock(run_dir, "run"):
+        writer = RunWriter(run_dir, splits.root, pixel_range=pixel_range(splits.train.images))
+        fit(model, splits.train, splits.test, config, [writer, *callbacks])
     return load_run(run_dir)
 
 
@@ -336,18 +352,20 @@ def resume_training(
 
     Everything else (model, learning rate, seed, batch size, device) is the run's own.
     """
-    run = load_run(run_dir)
-    config = run.config if epochs is None else run.config.with_epochs(epochs)
-    _check_resumable(run, config, epochs)
-    device = select_device(config.device)
-    splits = run.load_data(data_root)
-    checkpoint = read_checkpoint(run.path / CHECKPOINT, device)
-    try:
-        model, optimizer, history = restore(checkpoint, config, len(run.classes), device)
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the state does not fit
-        raise damaged(run.path / CHECKPOINT, f"does not fit the run: {summary(exc)}") from exc
-    writer = RunWriter(run.path, splits.root, pixel_range=pixel_range(splits.train.images))
-    fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, history)
+    path = load_run(run_dir).path  # a folder that is no run is refused before it is locked
+    with folder_lock(path, "run"):
+        run = load_run(path)  # as it is now that no other process can write it
+        config = run.config if epochs is None else run.config.with_epochs(epochs)
+        _check_resumable(run, config, epochs)
+        device = select_device(config.device)
+        splits = run.load_data(data_root)
+        checkpoint = read_checkpoint(run.path / CHECKPOINT, device)
+        try:
+            model, optimizer, history = restore(checkpoint, config, len(run.classes), device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the state does not fit
+            raise damaged(run.path / CHECKPOINT, f"does not fit the run: {summary(exc)}") from exc
+        writer = RunWriter(run.path, splits.root, pixel_range=pixel_range(splits.train.images))
+        fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, history)
     return load_run(run.path)
 
 

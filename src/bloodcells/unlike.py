@@ -4,7 +4,8 @@ Two simple scores, either of which flags an image `unlike-training`:
 
 - the energy score, -logsumexp(logits) (evaluation.energy_score; Liu et al. 2020), above the
   threshold the run recorded: the 95th percentile of the dev set's scores, so 5% of the dev
-  images are flagged by construction;
+  images are flagged by it by construction (both rules together flag more: flagged_share
+  measures how many);
 - brightness or contrast (the mean and standard deviation of the raw pixels in [0, 1])
   outside the 0.5th to 99.5th percentiles of the training images'.
 
@@ -34,6 +35,7 @@ UNLIKE_TRAINING = (
 )
 NO_ENERGY = "unlike-training by energy score is off: the model has no recorded threshold"
 NO_PIXELS = "unlike-training by brightness and contrast is off: no training image statistics"
+DEV_FLAGGED = "dev_flagged"  # the key of flagged_share of the dev images, beside the threshold
 
 
 def unlike_training(
@@ -51,6 +53,26 @@ def unlike_training(
             low, high = pixels[name]
             flagged |= (values < low) | (values > high)
     return flagged
+
+
+def flagged_share(
+    engine,
+    images: torch.Tensor,
+    threshold: float | None,
+    pixels: dict | None,
+    batch: int = 1024,
+) -> float | None:
+    """The share of stored `images` (uint8 or float) flagged by either rule, with `engine`
+    (raw images -> logits, probabilities) giving the logits; None when there is nothing to
+    measure (no images, or neither rule on)."""
+    if not len(images) or (threshold is None and pixels is None):
+        return None
+    flagged = 0
+    for start in range(0, len(images), batch):
+        x = to_unit(images[start : start + batch])
+        logits, _ = engine(x)
+        flagged += int(unlike_training(x, logits, threshold, pixels).sum())
+    return flagged / len(images)
 
 
 def pixel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

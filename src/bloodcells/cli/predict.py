@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -43,15 +46,14 @@ def predict_cmd(
             "--output",
             "-o",
             help="CSV file, or a folder for predictions.csv (made if it has no suffix); the "
-            "count goes next to it as NAME.count.json.",
+            "count goes next to it as NAME.count.json. '-': the CSV to stdout, the rest to "
+            "stderr.",
         ),
     ] = Path("predictions.csv"),
     min_confidence: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Rows whose top probability is below this are 'unsure' (still counted).",
+            help="Rows whose top probability is below this are 'unsure' (still counted); 0 to 1.",
         ),
     ] = MIN_CONFIDENCE,
     batch_size: Annotated[
@@ -75,27 +77,47 @@ def predict_cmd(
     from bloodcells.files import output_file, write_atomic
     from bloodcells.inputs import find_images, read_images
     from bloodcells.predict import Predictor
-    from bloodcells.predict_csv import PredictionInterrupted, write_predictions
+    from bloodcells.predict_csv import (
+        PredictionInterrupted,
+        partial_path,
+        stream_predictions,
+        write_predictions,
+    )
 
-    if not output.suffix and not output.exists():
-        output = output / "predictions.csv"  # a folder to be made
-    csv_file = output_file(output, "predictions.csv", (".csv",))
-    count_file = csv_file.with_name(f"{csv_file.stem}.count.json")
-    if not overwrite:
-        for file in (csv_file, count_file):
-            if file.exists():
-                raise BloodcellsError(f"{file}: exists; pass --overwrite to replace it")
+    if not 0 <= min_confidence <= 1:  # nan too
+        raise BloodcellsError(
+            f"--min-confidence must be a number from 0 to 1, not {min_confidence:g}"
+        )
+    to_stdout = str(output) == "-"
+    say = err if to_stdout else out  # with -o -, stdout is the CSV's alone
+    csv_file = count_file = None
+    if not to_stdout:
+        if not output.suffix and not output.exists():
+            output = output / "predictions.csv"  # a folder to be made
+        csv_file = output_file(output, "predictions.csv", (".csv",))
+        count_file = csv_file.with_name(f"{csv_file.stem}.count.json")
+        if not overwrite:
+            for file in (csv_file, count_file):
+                if file.exists():
+                    raise BloodcellsError(f"{file}: exists; pass --overwrite to replace it")
+            if partial_path(csv_file).exists():
+                raise BloodcellsError(
+                    f"{partial_path(csv_file)}: the rows of an interrupted predict; move it "
+                    "away to keep them, or pass --overwrite to replace it"
+                )
     predictor = Predictor.from_path(model, device, min_confidence)
     predictor.tta = tta
     for note in predictor.notes:
-        err.print(Text.assemble(("note: ", "yellow"), note))
+        err.print(Text("note:", "yellow"), note)
     found = find_images(inputs)
     if found.skipped:
-        err.print(Text.assemble(("warning: ", "yellow"), found.skipped_summary()))
+        err.print(Text("warning:", "yellow"), found.skipped_summary())
     if adapt_bn:
         predictor.adapt_batchnorm(read_images(found.files[:ADAPT_MAX], predictor.transform))
-    out.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {csv_file}")
-    csv_file.parent.mkdir(parents=True, exist_ok=True)
+    where = "stdout" if to_stdout else csv_file
+    say.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {where}")
+    if csv_file is not None:
+        csv_file.parent.mkdir(parents=True, exist_ok=True)
     unreadable: list[str] = []
     start = time.perf_counter()
     with _progress(len(found)) as advance:
@@ -105,27 +127,49 @@ def predict_cmd(
             advance(len(rows))
 
         try:
-            written = write_predictions(
-                predictor, found.files, csv_file, batch_size, None, on_chunk
-            )
+            if csv_file is None:
+                sys.stdout.flush()  # anything already in the text layer goes first
+                written = stream_predictions(
+                    predictor, found.files, sys.stdout.buffer, batch_size, None, on_chunk
+                )
+            else:
+                written = write_predictions(
+                    predictor, found.files, csv_file, batch_size, None, on_chunk, overwrite
+                )
+        except BrokenPipeError:
+            _stdout_gone()
+            raise typer.Exit(141) from None  # as shell tools end when `head` has enough
         except PredictionInterrupted as stop:
+            rows = "went to stdout" if stop.path is None else f"are in {stop.path}"
             err.print(
-                f"interrupted: {stop.rows:,} of {len(found):,} images done; their rows are in "
-                f"{stop.path} (no count was written)"
+                f"interrupted: {stop.rows:,} of {len(found):,} images done; their rows {rows} "
+                "(no count was written)"
             )
             raise typer.Exit(130) from None
     seconds = time.perf_counter() - start
     for path in unreadable[:SHOW_UNREADABLE]:
-        err.print(Text.assemble(("unreadable: ", "yellow"), path))
+        err.print(Text("unreadable:", "yellow"), path)
     if len(unreadable) > SHOW_UNREADABLE:
         err.print(f"... and {len(unreadable) - SHOW_UNREADABLE} more unreadable (see the CSV)")
     count = predictor.count(written.tally)
-    write_atomic(count_file, count.to_json())
-    _print_count(count, predictor.min_confidence)
+    if count_file is not None:
+        write_atomic(count_file, count.to_json())
+    _print_count(count, predictor, say)
     rate = written.rows / seconds if seconds > 0 else 0.0
-    out.print(f"{written.rows:,} images in {seconds:.1f} s ({rate:,.0f} images/s)")
-    out.print(f"wrote {written.path}")
-    out.print(f"wrote {count_file}")
+    say.print(f"{written.rows:,} images in {seconds:.1f} s ({rate:,.0f} images/s)")
+    if written.path is not None:
+        say.print(f"wrote {written.path}")
+        say.print(f"wrote {count_file}")
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null: the reader has gone, and Python's final flush of what is
+    still buffered would report the broken pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test runner's stream)
 
 
 def _progress(total: int):
@@ -171,14 +215,20 @@ def _interval(low: float | None, high: float | None) -> str:
     return "-" if low is None or high is None else f"{low:.1f}–{high:.1f}"
 
 
-def _print_count(count, min_confidence: float) -> None:
+def one_line_name(name: str) -> str:
+    """A class name on one line: tab and newline shown as escapes too (the console shows the
+    other control characters so)."""
+    return name.translate({9: "\\x09", 10: "\\x0a"})
+
+
+def _print_count(count, predictor, console) -> None:
     table = Table(title="differential count", title_justify="left")
     columns = ("class", "count", "%", "95% CI", "unsure", "adjusted %", "95% CI (bootstrap)")
     for col in columns:
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in count.classes:
         table.add_row(
-            c.name,
+            one_line_name(c.name),
             f"{c.count:,}",
             _percent(c.percent),
             _interval(c.low, c.high),
@@ -186,28 +236,30 @@ def _print_count(count, min_confidence: float) -> None:
             _percent(c.adjusted),
             _interval(c.adjusted_low, c.adjusted_high),
         )
-    out.print(table)
+    console.print(table)
     s = count.statuses
     readable = count.images - s["unreadable"]
     flagged = count.unlike_training_fraction
     share = f" ({100 * flagged:.1f}% of readable images)" if flagged is not None else ""
-    out.print(
+    console.print(
         Text.assemble(
             bold(f"{count.counted:,} of {count.images:,} images counted"),
             f": ok {s['ok']:,}, unsure {s['unsure']:,} (top probability below "
-            f"{min_confidence:g}). Not counted: unreadable {s['unreadable']:,}, "
+            f"{predictor.min_confidence:g}). Not counted: unreadable {s['unreadable']:,}, "
             f"unlike-training {s['unlike-training']:,}{share}.",
         )
     )
     if readable and flagged is not None and flagged > 0.2:
-        out.print(
+        dev = predictor.dev_flagged_share()
+        dev_share = "" if dev is None else f" ({100 * dev:.1f}% of its dev images are)"
+        console.print(
             Text(
-                "many images are unlike the training data (5% of its dev images are): another "
-                "stain, microscope or magnification? the counts may not be trustworthy",
+                f"many images are unlike the training data{dev_share}: another stain, "
+                "microscope or magnification? the counts may not be trustworthy",
                 "yellow",
             )
         )
-    out.print(f"adjusted: {count.adjusted_note}")
+    console.print(f"adjusted: {count.adjusted_note}")
 
 
 @app.command("export")
@@ -230,17 +282,20 @@ def export_cmd(
         bool, typer.Option("--overwrite", help="Replace the file and its card if they exist.")
     ] = False,
 ) -> None:
-    """One portable model file (weights, classes, transform, dev results) + MODEL_CARD.md."""
+    """One portable model file (weights, classes, transform, dev results) + its card,
+    NAME.card.md."""
     from bloodcells.export import check_format, export_run
     from bloodcells.runs import load_run
 
     check_format(format)
     result = export_run(load_run(run), format, output, check, overwrite)
+    for note in result.notes:
+        err.print(Text("note:", "yellow"), note)
     out.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB)")
     if result.check is not None:
         out.print(f"check passed: {result.check}")
     elif check:
-        err.print(Text.assemble(("warning: ", "yellow"), result.note))
+        err.print(Text("warning:", "yellow"), result.note)
     else:
         out.print("check skipped (--no-check)")
     out.print(f"wrote {result.card}")
