@@ -58,8 +58,10 @@ def test_paired_difference_without_enough_seeds_says_so():
     assert paired_difference({0: 0.8}, {1: 0.7}).n == 0
     one = paired_difference({0: 0.8}, {0: 0.7})
     assert one.n == 1 and one.mean == pytest.approx(0.1) and one.low is None and one.p is None
-    same = paired_difference({0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.8})  # every difference 0.1
+    same = paired_difference({0: 0.8, 1: 0.9, 2: 0.6}, {0: 0.7, 1: 0.8, 2: 0.5})  # all 0.1
     assert same.p is None and same.low == pytest.approx(0.1)
+    two = paired_difference({0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.8})
+    assert two.n == 2 and two.mean == pytest.approx(0.1) and two.low is None and two.p is None
 
 
 def test_verdict_needs_intervals_that_do_not_overlap():
@@ -68,7 +70,33 @@ def test_verdict_needs_intervals_that_do_not_overlap():
     assert verdict(Summary(5, 0.85, 0.01, 0.83, 0.87), base) == "worse"
     assert verdict(Summary(5, 0.93, 0.01, 0.91, 0.95), base) == "no clear difference"
     assert verdict(Summary(5, 0.95, 0.01, 0.92, 0.97), base) == "no clear difference"  # touch
-    assert verdict(Summary(1, 0.99, None, None, None), base) == "n/a"
+    assert verdict(Summary(1, 0.99, None, None, None), base) == "too few seeds"
+    assert verdict(Summary(2, 0.99, 0.0, 0.99, 0.99), base) == "too few seeds"  # even a point
+    assert verdict(base, Summary(2, 0.5, 0.01, 0.4, 0.6)) == "too few seeds"
+
+
+def test_two_seeds_get_no_interval_and_no_verdict():
+    # a partial sweep: two seeds that agree would give a zero-width interval
+    runs = [
+        *scores([0.90, 0.90], name="base"),
+        *scores([0.95, 0.95], name="bn2", options={"bn2": True}),
+        *scores([0.80, 0.81, 0.79], name="lr=5e-5", lr=5e-5),
+    ]
+    result = compare_runs(runs)
+    by_name = {g["name"]: g for g in result["groups"]}
+    assert by_name["base"]["ci"] is None and by_name["bn2"]["ci"] is None
+    assert by_name["bn2"]["paired"]["ci"] is None and by_name["bn2"]["paired"]["p"] is None
+    assert by_name["lr=5e-5"]["ci"] is not None  # three seeds: an interval of its own
+    assert {g["verdict"] for g in result["groups"][1:]} == {"too few seeds"}
+    rows = {r["variant"]: r for r in table_rows(result)}
+    too_few = "too few seeds (n=2; 3 or more give an interval)"
+    assert rows["base"]["95% CI"] == too_few and rows["bn2"]["95% CI"] == too_few
+    assert rows["bn2"]["95% CI of Δ"] == too_few and rows["bn2"]["verdict"] == "too few seeds"
+    assert rows["lr=5e-5"]["95% CI"].startswith("[")
+    lines = reading(result)
+    assert not any("better" in line or "worse" in line for line in lines)
+    assert any(line.startswith("too few seeds") and "bn2 n=2" in line for line in lines)
+    assert "below 3 seeds" in result["rule"]
 
 
 def fake_run(seed=0, data="/data/a", classes=("x", "y"), accuracy=0.9, name=None, **config):
@@ -173,7 +201,10 @@ def test_comparison_figure_shows_each_seed_the_means_and_the_baseline_band():
 
 def test_compare_command_prints_the_table_and_json(tmp_path, monkeypatch):
     bn2 = {"bn2": True}
-    runs = [*scores([0.9, 0.91, 0.89], name="base"), *scores([0.95, 0.96], name="bn2", options=bn2)]
+    runs = [
+        *scores([0.9, 0.91, 0.89], name="base"),
+        *scores([0.95, 0.96, 0.95], name="bn2", options=bn2),
+    ]
     result = compare_runs(runs)
     monkeypatch.setattr("bloodcells.compare.compare_paths", lambda *a, **k: result)
     runner = CliRunner()

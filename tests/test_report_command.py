@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -90,3 +91,39 @@ def test_help_names_the_inputs():
     result = invoke("report", "--help")
     assert result.exit_code == 0, result.output
     assert "--explain" in result.output and "lab" in result.output
+
+
+def test_damaged_runs_among_others_are_left_out_aloud(two_runs, tmp_path):
+    folder = tmp_path / "runs"
+    for run in two_runs:
+        shutil.copytree(run, folder / run.name)
+    broken = folder / "<b>broken"  # a user's folder name: shown as text, never markup
+    shutil.copytree(two_runs[0], broken)
+    (broken / "metrics.json").write_text("{half")
+    headless = folder / "no-config"
+    shutil.copytree(two_runs[1], headless)
+    (headless / "config.json").unlink()
+    target = tmp_path / "r.html"
+    result = invoke("report", folder, "-o", target)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {target} (2 runs; 2 left out)" in result.stdout
+    assert f"left out {broken}: metrics.json: unreadable" in result.stderr
+    assert f"left out {headless}: no config.json; the run folder is damaged" in result.stderr
+    page = target.read_text(encoding="utf-8")
+    left_out = page.split('id="left-out"', 1)[1].split("</div>", 1)[0]
+    assert "Left out: 2 run folders" in left_out
+    assert "&lt;b&gt;broken</code>: metrics.json: unreadable" in left_out
+    assert "<b>broken" not in page
+    assert f"<code>{headless}</code>: no config.json" in left_out
+
+
+def test_an_existing_page_is_replaced_only_with_overwrite(two_runs, tmp_path):
+    target = tmp_path / "r.html"
+    target.write_text("my notes")
+    one_line_error(invoke("report", *two_runs, "-o", target), f"{target}: exists; pass --overwrite")
+    (tmp_path / "report.html").write_text("mine too")  # -o FOLDER: its report.html
+    one_line_error(invoke("report", *two_runs, "-o", tmp_path), "report.html: exists; pass")
+    assert target.read_text() == "my notes" and (tmp_path / "report.html").read_text() == "mine too"
+    result = invoke("report", *two_runs, "-o", target, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "(2 runs)" in result.output and "<html" in target.read_text(encoding="utf-8")

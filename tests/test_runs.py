@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,31 @@ from bloodcells.evaluation import evaluate
 from bloodcells.files import write_atomic
 from bloodcells.runs import load_run, resume_training, start_training
 from bloodcells.train import Callback
+from bloodcells.writer_process import LOCK_FILE, folder_lock
+from tests.helpers import invoke, one_line_error
+
+HOLD = """
+import sys, time
+from bloodcells.writer_process import folder_lock
+with folder_lock(sys.argv[1], "run"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@contextmanager
+def held_by_another_process(folder: Path):
+    """`folder` locked by a second Python process, as another bloodcells command holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
 
 
 def config(**overrides) -> TrainConfig:
@@ -238,3 +265,97 @@ def test_a_missing_gpu_is_refused_before_any_run_folder(easy_root, tmp_path, mon
     with pytest.raises(BloodcellsError, match="no CUDA GPU"):
         start_training(splits, cfg, out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_another_process_writes_is_not_resumed_until_that_process_dies(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    with held_by_another_process(run.path) as holder:
+        with pytest.raises(RunError) as error:
+            resume_training(run.path, epochs=2)
+        message = str(error.value)
+        assert message.startswith(f"{run.path}: process {holder.pid} on host ")
+        assert socket.gethostname() in message and " since 20" in message
+        assert f"(-c {run.path}) is writing this run right now; wait" in message  # its command
+        one_line_error(invoke("train", "--resume", run.path), f"process {holder.pid} on host")
+        holder.kill()  # kill -9: the OS drops its lock, nothing stale is left
+        holder.wait()
+        assert len(resume_training(run.path, epochs=2).history) == 2
+    assert len(load_run(run.path).history) == 2
+
+
+def test_a_new_run_into_a_locked_folder_is_refused_and_a_finished_one_is_unlocked(
+    easy_root, tmp_path
+):
+    fcntl = pytest.importorskip("fcntl")
+    splits = load_dataset(easy_root)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / LOCK_FILE, "w") as other:  # another open file: another holder
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunError, match="another process is writing this run right now"):
+            start_training(splits, config(epochs=1, model="simple"), run_dir=run_dir)
+    assert not (run_dir / "config.json").exists()
+    run = start_training(splits, config(epochs=1, model="simple"), run_dir=run_dir)
+    with open(run.path / LOCK_FILE) as after:
+        fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when training ended
+        assert json.loads(after.read())["pid"] == os.getpid()  # who held it last
+
+
+def test_nested_holds_in_one_process_share_the_lock(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    with (
+        folder_lock(tmp_path, "run"),
+        folder_lock(tmp_path, "run"),
+        open(tmp_path / LOCK_FILE) as other,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / LOCK_FILE) as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # both holds ended: free
+
+
+def test_a_run_stopped_before_its_target_says_so(easy_root, tmp_path):
+    splits = load_dataset(easy_root)
+    with pytest.raises(KeyboardInterrupt):
+        start_training(splits, config(epochs=3), out=tmp_path / "r", callbacks=[InterruptAt(2, 1)])
+    (run_dir,) = (tmp_path / "r").iterdir()
+    run = load_run(run_dir)
+    assert run.interrupted and (run.epochs_done, run.epochs_target) == (1, 3)
+    result = invoke("evaluate", run_dir)
+    assert result.exit_code == 0, result.output
+    assert f"note: {run_dir} was interrupted at epoch 1 of 3" in result.stderr
+    finished = resume_training(run_dir)
+    assert not finished.interrupted and finished.epochs_done == finished.epochs_target == 3
+    assert "interrupted" not in invoke("evaluate", run_dir).stderr
+
+
+def test_a_killed_writer_reads_as_an_interrupted_run(easy_root, tmp_path):
+    run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    metrics_file = run.path / "metrics.json"
+    saved = json.loads(metrics_file.read_text())
+    writer = {**saved["writer"], "pid": gone.pid}
+    metrics_file.write_text(json.dumps({**saved, "status": "running", "writer": writer}))
+    info = json.loads((run.path / "config.json").read_text())
+    info["config"]["epochs"] = 4  # killed while resumed to 4 epochs, before epoch 2 was saved
+    (run.path / "config.json").write_text(json.dumps(info))
+    run = load_run(run.path)
+    assert run.interrupted and (run.epochs_done, run.epochs_target) == (1, 4)
+
+
+def test_the_data_root_is_recorded_absolute_and_found_from_another_folder(tmp_path, monkeypatch):
+    from conftest import write_layout
+
+    (tmp_path / "elsewhere").mkdir()
+    write_layout(tmp_path / "here" / "easy", per_class=(8, 4))
+    monkeypatch.chdir(tmp_path / "here")
+    run = start_training(load_dataset("easy"), config(epochs=1, model="simple"), out="runs")
+    info = json.loads((run.path / "config.json").read_text())
+    assert info["data_root"] == str((tmp_path / "here" / "easy").resolve())
+    run_dir = (tmp_path / "here" / run.path).resolve()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_run(run_dir).load_data().classes == ["bar", "disc", "square"]
+    result = invoke("evaluate", run_dir)
+    assert result.exit_code == 0, result.output
+    assert len(resume_training(run_dir, epochs=2).history) == 2

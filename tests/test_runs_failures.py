@@ -16,6 +16,7 @@ from bloodcells.data import load_dataset
 from bloodcells.errors import RunError
 from bloodcells.runs import load_run, resume_training, start_training
 from bloodcells.train import TrainConfig
+from bloodcells.writer_process import LOCK_FILE
 
 EPOCH_FILES = ("weights.pt", "history.csv", "metrics.json", "checkpoint.pt")
 
@@ -53,7 +54,8 @@ def assert_consistent_at(run_dir: Path, epoch: int) -> None:
     assert [int(r["epoch"]) for r in rows] == list(range(1, epoch + 1))
     assert [e["epoch"] for e in checkpoint["history"]] == list(range(1, epoch + 1))
     assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == epoch
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(("config.json", *EPOCH_FILES))
+    kept = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    assert kept == sorted(("config.json", *EPOCH_FILES))
 
 
 def test_a_full_disk_mid_epoch_keeps_the_last_whole_epoch(easy_root, tmp_path, monkeypatch):
@@ -80,7 +82,7 @@ def test_a_failed_first_save_says_no_epoch_is_kept(easy_root, tmp_path, monkeypa
     with pytest.raises(RunError, match="permission denied while saving epoch 1; the run folder "):
         start_training(splits, config(), out=tmp_path / "runs")
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert [p.name for p in run_dir.iterdir()] == ["config.json"]
+    assert [p.name for p in run_dir.iterdir() if p.name != LOCK_FILE] == ["config.json"]
     with pytest.raises(RunError, match="no finished epoch"):
         load_run(run_dir)
 

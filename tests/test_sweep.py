@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from typer.testing import CliRunner
@@ -30,6 +31,9 @@ from bloodcells.variants import (
     parse_variants,
     variant_name,
 )
+from bloodcells.writer_process import LOCK_FILE
+from tests.helpers import one_line_error
+from tests.test_runs import held_by_another_process
 
 runner = CliRunner()
 
@@ -289,3 +293,58 @@ def test_members_stopped_at_different_epochs_resume_in_their_own_stacks(
         assert load_run(b).history.column("train_loss") == pytest.approx(
             load_run(a).history.column("train_loss"), rel=1e-3
         )
+
+
+@pytest.mark.parametrize("seeds", ["-1", "0,-1", "2,-3,4"])
+def test_negative_seeds_are_named_not_the_variant(tiny_root, tmp_path, seeds):
+    with pytest.raises(BloodcellsError) as error:
+        plan_sweep(tiny_root, "base,bn2", seeds)
+    message = str(error.value)
+    assert "seeds must be from 0 to" in message and "not -" in message
+    assert "variant" not in message
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", "--data", str(tiny_root), "--seeds", seeds, "--out", out])
+    one_line_error(result, "seeds must be from 0 to")
+    assert "variant" not in result.output and not out.exists()
+
+
+def test_a_sweep_another_process_runs_is_refused_until_that_process_dies(tiny_root, tmp_path):
+    plan = plan_sweep(tiny_root, "base", 2, epochs=1)
+    folder, _ = open_sweep(tmp_path / "runs", plan)
+    with held_by_another_process(folder) as holder:
+        with pytest.raises(RunError) as error:
+            run_sweep(plan, folder)
+        assert str(error.value).startswith(
+            f"{folder}: process {holder.pid} on host {socket.gethostname()} since "
+        )
+        assert "is writing this sweep right now" in str(error.value)
+        args = ["sweep", "--data", tiny_root, "--variants", "base", "--seeds", "2"]
+        result = runner.invoke(app, [*map(str, args), "--epochs", "1", "--out", tmp_path / "runs"])
+        one_line_error(result, f"process {holder.pid} on host")  # nothing else printed
+        assert not any((folder / name).exists() for *_, name in plan.members())
+        holder.kill()
+        holder.wait()
+        assert run_sweep(plan, folder).trained == 2  # a dead holder does not block
+
+
+def test_a_stack_member_another_process_writes_stops_the_sweep_before_training(tiny_root, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    plan = plan_sweep(tiny_root, "base,lr=1e-3", 2, epochs=1)
+    folder, _ = open_sweep(tmp_path, plan)
+    member = folder / "lr=1e-3-seed1"
+    member.mkdir()
+    with open(member / LOCK_FILE, "w") as other:  # e.g. train --resume of that run
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunError, match=f"{member}: another process is writing this run"):
+            run_sweep(plan, folder)
+        assert not any((folder / name / "config.json").exists() for *_, name in plan.members())
+        # the stack, locking its members itself (a folder it made after the sweep began)
+        from bloodcells.sweep import DataCache, plan_jobs, run_job
+
+        (job,) = plan_jobs(sweep_status(folder, plan), 3)
+        assert job.stacked and len(job.members) == 4
+        splits = DataCache(plan.data)(job.members[0][2])
+        with pytest.raises(RunError, match=f"{member}: another process is writing this run"):
+            run_job(job, splits, folder.name)
+        assert not any((folder / name / "config.json").exists() for *_, name in plan.members())
+    assert run_sweep(plan, folder).trained == 4

@@ -1,7 +1,9 @@
 """The statistics of a comparison: small pure functions over one value per seed.
 
 For each group (a variant): n seeds, the mean, the standard deviation and a 95% Student t
-interval over the seeds, mean ± t(0.975, n−1)·sd/√n (`summarize`). For a variant against the
+interval over the seeds, mean ± t(0.975, n−1)·sd/√n (`summarize`), from MIN_SEEDS seeds on:
+two seeds give an interval too wide to mean anything, or, when they happen to agree, one of
+zero width that claims a certainty they do not have. For a variant against the
 baseline: the paired difference over the seeds both ran, with its own t interval, and the
 p-value of the paired t-test, scipy.stats.ttest_rel (`paired_difference`).
 
@@ -20,17 +22,20 @@ from dataclasses import dataclass
 from scipy import stats
 
 CONFIDENCE = 0.95
+MIN_SEEDS = 3  # the fewest seeds that get an interval, a p-value and a verdict
+TOO_FEW = "too few seeds"
 INTERVAL = "Student t over seeds: mean ± t(0.975, n−1) · sd / √n"
 TEST = "paired t-test over the seeds both ran (scipy.stats.ttest_rel, two-sided)"
 RULE = (
     "better/worse only when the variant's 95% interval does not overlap the baseline's; "
-    "the paired Δ interval is the sharper test"
+    f"the paired Δ interval is the sharper test; below {MIN_SEEDS} seeds no interval, no verdict"
 )
 
 
 @dataclass(frozen=True)
 class Summary:
-    """n values: their mean, standard deviation (n−1) and t interval (None for n < 2)."""
+    """n values: their mean, standard deviation (n−1; None for n < 2) and t interval (None
+    for n < MIN_SEEDS)."""
 
     n: int
     mean: float
@@ -50,6 +55,8 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     if sd <= 1e-12 * max(1.0, abs(mean)):  # equal values, up to rounding (0.9-0.8 vs 0.8-0.7)
         sd = 0.0
+    if n < MIN_SEEDS:
+        return Summary(n, mean, sd, None, None)
     if sd == 0:
         return Summary(n, mean, 0.0, mean, mean)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
@@ -66,7 +73,7 @@ class Paired:
     sd: float | None
     low: float | None
     high: float | None
-    p: float | None  # paired t-test, two-sided; None when n < 2 or every difference is equal
+    p: float | None  # paired t-test, two-sided; None below MIN_SEEDS or with equal differences
 
 
 def paired_difference(
@@ -80,7 +87,7 @@ def paired_difference(
     b = [baseline[s] for s in seeds]
     s = summarize([x - y for x, y in zip(a, b, strict=True)], confidence)
     p = None
-    if len(seeds) >= 2 and s.sd:
+    if len(seeds) >= MIN_SEEDS and s.sd:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             p = float(stats.ttest_rel(a, b).pvalue)
@@ -90,9 +97,9 @@ def paired_difference(
 
 def verdict(variant: Summary, baseline: Summary) -> str:
     """'better' / 'worse' when the intervals do not overlap, else 'no clear difference';
-    'n/a' when either group has fewer than 2 seeds (no interval)."""
-    if None in (variant.low, variant.high, baseline.low, baseline.high):
-        return "n/a"
+    'too few seeds' when either group has fewer than MIN_SEEDS (no interval)."""
+    if min(variant.n, baseline.n) < MIN_SEEDS:
+        return TOO_FEW
     if variant.low > baseline.high:
         return "better"
     if variant.high < baseline.low:

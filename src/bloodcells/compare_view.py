@@ -9,6 +9,8 @@ import html
 
 import plotly.graph_objects as go
 
+from bloodcells.compare_stats import MIN_SEEDS, TOO_FEW
+
 COLUMNS = ("variant", "n", "mean", "sd", "95% CI", "Δ vs {base} (paired)", "95% CI of Δ", "p")
 
 
@@ -24,9 +26,9 @@ def table_rows(result: dict) -> list[dict[str, str]]:
             "n": str(g["n"]),
             "mean": f"{g['mean']:.3f}",
             "sd": "n/a" if g["sd"] is None else f"{g['sd']:.3f}",
-            "95% CI": _interval(g["ci"]),
+            "95% CI": _interval(g["ci"], g["n"]),
             f"Δ vs {base} (paired)": "baseline" if is_base else _delta(paired),
-            "95% CI of Δ": "" if is_base else _interval(paired and paired["ci"], signed=True),
+            "95% CI of Δ": "" if is_base else _delta_interval(paired),
             "p": "" if is_base else _p(paired),
             "verdict": "" if is_base else (g["verdict"] or "n/a"),
         }
@@ -34,11 +36,17 @@ def table_rows(result: dict) -> list[dict[str, str]]:
     return rows
 
 
-def _interval(ci: list | None, signed: bool = False) -> str:
+def _interval(ci: list | None, n: int, signed: bool = False) -> str:
     if not ci:
-        return "n/a (1 seed)"
+        return f"{TOO_FEW} (n={n}; {MIN_SEEDS} or more give an interval)"
     fmt = "{:+.3f}" if signed else "{:.3f}"
     return f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _delta_interval(paired: dict | None) -> str:
+    if not paired or paired["n"] == 0:
+        return "n/a (no common seeds)"
+    return _interval(paired["ci"], paired["n"], signed=True)
 
 
 def _delta(paired: dict | None) -> str:
@@ -83,10 +91,16 @@ def reading(result: dict) -> list[str]:
     unclear = [
         g["name"]
         for g in result["groups"]
-        if g["verdict"] in ("no clear difference", "n/a") and g not in sharp
+        if g["verdict"] == "no clear difference" and g not in sharp
     ]
     if unclear:
         lines.append(f"no difference shown from {base}: {', '.join(unclear)}")
+    if any(g["verdict"] == TOO_FEW for g in result["groups"]):
+        short = ", ".join(f"{g['name']} n={g['n']}" for g in result["groups"] if g["n"] < MIN_SEEDS)
+        lines.append(
+            f"{TOO_FEW} for a verdict against {base} ({MIN_SEEDS} or more per variant give an "
+            f"interval): {short}"
+        )
     return lines
 
 
@@ -122,7 +136,7 @@ def comparison_figure(result: dict) -> go.Figure:
                 "width": 6,
                 "color": "rgb(20, 40, 90)",
             },
-            "customdata": [_interval(g["ci"]) for g in groups],
+            "customdata": [_interval(g["ci"], g["n"]) for g in groups],
             "hovertemplate": "%{y}: mean %{x:.4f}, 95% CI %{customdata}<extra></extra>",
             "marker": {"size": 11, "color": "rgb(20, 40, 90)", "symbol": "diamond"},
         },

@@ -42,14 +42,15 @@ PILL = {"finished": "done", "training": "live", "queued": "queued", "not trained
 
 def write_report(
     paths: Sequence[str | Path], out: Path, explain: bool = False, device: str | None = None
-) -> list[Run]:
-    """Write the page of `paths` (see `load`) to `out`; `explain` makes the missing figures."""
+) -> tuple[list[Run], Extras]:
+    """Write the page of `paths` (see `load`) to `out`; `explain` makes the missing figures.
+    Returns the runs shown and the extras (Extras.left_out: the runs left out, and why)."""
     runs, extras = load(paths)
     if explain and runs:
         add_explanations(extras, explained_run(runs, extras.explained), device)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, render(runs, extras))
-    return runs
+    return runs, extras
 
 
 def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
@@ -72,6 +73,7 @@ def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
         models=models,
         baseline=runs[0].metrics if shared else {},
         notes=extras.notes + ([] if live else extras.skipped),
+        left_out=[] if live else extras.left_out,  # while a lab trains: runs not begun yet
         accuracy=_plot(accuracy, "accuracy"),
         recall=_recall(models, shared),
         dataset=extras.dataset,

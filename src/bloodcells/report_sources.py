@@ -15,7 +15,7 @@ from pathlib import Path
 from bloodcells.compare import compare_paths, load_comparison
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.files import write_atomic
-from bloodcells.runs import CONFIG, Run, load_run
+from bloodcells.runs import CHECKPOINT, CONFIG, HISTORY, METRICS, WEIGHTS, Run, load_run
 from bloodcells.sweep_plan import is_sweep
 
 MAX_RUNS = 200  # on one page: each run adds two figures, and reading one reads its checkpoint
@@ -46,7 +46,8 @@ class Extras:
     robustness: dict | None = None  # bloodcells robustness of the best run (RobustnessResult)
     comparison: dict | None = None  # not saved: a sweep folder's variants compared
     sources: list[str] = field(default_factory=list)  # not saved: the folders given to `load`
-    skipped: list[str] = field(default_factory=list)  # not saved: run folders not readable
+    skipped: list[str] = field(default_factory=list)  # not saved: notes on what is missing
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # not saved: (run folder, why)
 
 
 SAVED = ("title", "synthetic", "dataset", "notes", "meta", "planned", "explained", "robustness")
@@ -86,17 +87,21 @@ def load(
     paths: Sequence[str | Path], load_one: Callable[[Path], Run] = load_run
 ) -> tuple[list[Run], Extras]:
     """The runs in `paths` (run folders, or folders holding them, as a lab's does) and, when
-    one folder is given, its extras. A RunError names a path that holds no run."""
+    one folder is given, its extras. A RunError names a path that holds no run; a damaged run
+    in a folder of runs is left out, and Extras.left_out says which and why."""
     if not paths:
         raise RunError("no run folders given")
     runs: dict[Path, Run] = {}
-    extras, skipped = None, []
+    extras, left_out = None, []
     for path in map(Path, paths):
         lab = None
         if (path / CONFIG).is_file():
             found = [path]
         elif path.is_dir():
             found = sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
+            left_out += [
+                (str(p), f"no {CONFIG}; the run folder is damaged") for p in _headless(path)
+            ]
             lab = read_extras(path)
             if not found and lab is None:
                 raise RunError(
@@ -111,16 +116,35 @@ def load(
         for folder in found:
             try:
                 runs.setdefault(folder.resolve(), load_one(folder))
-            except RunError as exc:  # in a folder of runs: one killed before its first epoch
+            except RunError as exc:  # in a folder of runs: damaged, or killed before epoch 1
                 if folder == path:
                     raise
-                skipped.append(f"not shown: {exc}")
+                left_out.append((str(folder), _reason(exc, folder)))
         extras = lab if len(paths) == 1 else None
     extras = extras or Extras()
-    extras.sources, extras.skipped = [str(p) for p in paths], skipped
+    extras.sources, extras.left_out = [str(p) for p in paths], left_out
     if len(paths) == 1 and is_sweep(paths[0]):
         extras.comparison = _sweep_comparison(Path(paths[0]), extras)
     return list(runs.values()), extras
+
+
+def _headless(folder: Path) -> list[Path]:
+    """Subfolders with a run's files but no config.json: runs whose config was lost."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if not (p / CONFIG).is_file()
+        and any((p / f).is_file() for f in (HISTORY, METRICS, WEIGHTS, CHECKPOINT))
+    )
+
+
+def _reason(exc: RunError, folder: Path) -> str:
+    """The error without the run folder it starts with: "metrics.json: unreadable (...)"."""
+    text = str(exc)
+    for prefix in (f"{folder}/", f"{folder}: "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
 
 
 def _sweep_comparison(folder: Path, extras: Extras) -> dict | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from bloodcells.stacked_layers import stackable
 from bloodcells.sweep_plan import SweepPlan, write_sweep_file
 from bloodcells.train import Callback, History, fit, make_model, make_optimizer, restore
 from bloodcells.variants import Variant
-from bloodcells.writer_process import writer_alive
+from bloodcells.writer_process import folder_lock, writer_alive
 
 # --- training ---------------------------------------------------------------------------
 
@@ -152,13 +153,27 @@ def run_job(
     stack_callbacks: Sequence[StackCallback] = (),
     run_callbacks: Callable[[str, TrainConfig], list[Callback]] | None = None,
 ) -> list[str]:
-    """Train one job's members into their run folders; the divergence messages, if any."""
+    """Train one job's members into their run folders, each locked while it trains; the
+    divergence messages, if any."""
+    with ExitStack() as locks:
+        for *_, run_dir in job.members:  # every member before any trains
+            run_dir.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(folder_lock(run_dir, "run"))
+        return _train_job(job, splits, sweep_name, stack_callbacks, run_callbacks)
+
+
+def _train_job(
+    job: Job,
+    splits: Splits,
+    sweep_name: str,
+    stack_callbacks: Sequence[StackCallback],
+    run_callbacks: Callable[[str, TrainConfig], list[Callback]] | None,
+) -> list[str]:
     num_classes = len(splits.classes)
     trained = "stacked" if job.stacked else "alone"
     members = []
     for variant, seed, config, run_dir in job.members:
         device = select_device(config.device)
-        run_dir.mkdir(parents=True, exist_ok=True)
         model, optimizer, history = _member(config, run_dir, job.epochs_done, num_classes, device)
         extra = {
             "sweep": {
@@ -228,7 +243,29 @@ def run_sweep(
     stack_callbacks: Callable[[Job, int, int], Sequence[StackCallback]] | None = None,
     run_callbacks: Callable[[str, TrainConfig], list[Callback]] | None = None,
 ) -> SweepOutcome:
-    """Train every run the sweep in `folder` still misses; see the module docstring."""
+    """Train every run the sweep in `folder` still misses; see the module docstring.
+
+    The sweep folder, and each run folder it has already, is locked for the call: another
+    process writing any of them is a RunError before anything trains.
+    """
+    with ExitStack() as locks:
+        locks.enter_context(folder_lock(folder, "sweep"))
+        for *_, name in plan.members():
+            if (folder / name).is_dir():
+                locks.enter_context(folder_lock(folder / name, "run"))
+        return _run_sweep(plan, folder, stack, max_stack, data, say, stack_callbacks, run_callbacks)
+
+
+def _run_sweep(
+    plan: SweepPlan,
+    folder: Path,
+    stack: bool,
+    max_stack: int | None,
+    data: DataCache | None,
+    say: Callable[[str], None],
+    stack_callbacks: Callable[[Job, int, int], Sequence[StackCallback]] | None,
+    run_callbacks: Callable[[str, TrainConfig], list[Callback]] | None,
+) -> SweepOutcome:
     data = data or DataCache(plan.data, plan.classes)
     members = plan.members()
     first = data(members[0][2])

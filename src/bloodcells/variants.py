@@ -191,8 +191,8 @@ def parse_seeds(text: str | int) -> list[int]:
         raise BloodcellsError(f"at most {MAX_SEEDS} seeds in one sweep, not {len(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise BloodcellsError(f"--seeds lists a seed twice: {text}")
-    if any(s > MAX_SEED for s in seeds):
-        raise BloodcellsError(f"seeds must be at most {MAX_SEED}")
+    if bad := [s for s in seeds if not 0 <= s <= MAX_SEED]:
+        raise BloodcellsError(f"seeds must be from 0 to {MAX_SEED}, not {bad[0]}")
     return seeds
 
 

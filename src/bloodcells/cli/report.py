@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bloodcells.cli.base import DeviceOpt, app, out
+from bloodcells.cli.base import BloodcellsError, DeviceOpt, app, err, out
 
 
 @app.command("report")
@@ -34,6 +34,9 @@ def report_cmd(
         ),
     ] = False,
     device: DeviceOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the HTML file if it exists.")
+    ] = False,
 ) -> None:
     """The HTML report of runs: comparison, loss curves, confusion matrices, and what was run."""
     from bloodcells.devices import check_device
@@ -41,6 +44,11 @@ def report_cmd(
     from bloodcells.report import write_report
 
     target = output_file(output, "report.html", suffixes=(".html", ".htm"))
+    if target.exists() and not overwrite:
+        raise BloodcellsError(f"{target}: exists; pass --overwrite to replace it")
     check_device(device)
-    shown = write_report(runs, target, explain=explain, device=device)
-    out.print(f"wrote {target} ({len(shown)} run{'' if len(shown) == 1 else 's'})")
+    shown, extras = write_report(runs, target, explain=explain, device=device)
+    for folder, why in extras.left_out:
+        err.print(f"left out {folder}: {why}")
+    left = f"; {len(extras.left_out)} left out" if extras.left_out else ""
+    out.print(f"wrote {target} ({len(shown)} run{'' if len(shown) == 1 else 's'}{left})")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from bloodcells.cli.base import BloodcellsError, DataOpt, DeviceOpt, app, bold, err, out
+
+if TYPE_CHECKING:
+    from bloodcells.sweep import DataCache
+    from bloodcells.sweep_plan import SweepPlan
 
 MetricOpt = Annotated[
     str, typer.Option(help="What to compare: accuracy or balanced_accuracy (dev set).")
@@ -57,8 +61,9 @@ def sweep_cmd(
 ) -> None:
     """Train every variant with every seed (stacked), then compare them with intervals."""
     from bloodcells.compare import METRICS
-    from bloodcells.sweep import DataCache, run_sweep
+    from bloodcells.sweep import DataCache
     from bloodcells.sweep_plan import load_sweep, open_sweep, plan_sweep
+    from bloodcells.writer_process import folder_lock
 
     if metric not in METRICS:
         raise BloodcellsError(f"unknown metric {metric!r}; use {' or '.join(METRICS)}")
@@ -70,7 +75,7 @@ def sweep_cmd(
                 f"--resume continues a sweep with its own plan; drop {', '.join(given)}"
             )
         sweep = load_sweep(resume)
-        plan, folder = sweep.plan, resume
+        plan, folder, continuing = sweep.plan, resume, False
         cache = DataCache(data if data is not None else plan.data, plan.classes)
         if data is None and not Path(plan.data).is_dir():
             raise BloodcellsError(
@@ -93,9 +98,20 @@ def sweep_cmd(
         check_output_folder(out_dir)
         cache = DataCache(plan.data)
         cache(plan.members()[0][2])  # read the data (and fail on it) before any folder
-        folder, existed = open_sweep(out_dir, plan)
-        if existed:
+        folder, continuing = open_sweep(out_dir, plan)
+    with folder_lock(folder, "sweep"):  # before any line: a second sweep says only who holds it
+        if continuing:
             err.print(f"continuing {folder} (the same command made it)")
+        _train_sweep(plan, folder, cache, stack, max_stack)
+        _compare_and_print([folder], metric, baseline, as_json=False)
+
+
+def _train_sweep(
+    plan: SweepPlan, folder: Path, cache: DataCache, stack: bool, max_stack: int | None
+) -> None:
+    """Train what the sweep in `folder` still misses, with a line per epoch on stderr."""
+    from bloodcells.sweep import run_sweep
+
     runs = len(plan.variants) * len(plan.seeds)
     err.print(
         f"sweep: {len(plan.variants)} variants × {len(plan.seeds)} seeds = {runs} runs of "
@@ -125,7 +141,6 @@ def sweep_cmd(
         f"trained {outcome.trained} runs in {time.perf_counter() - start:.0f} s"
         + (f" ({outcome.skipped} were already done)" if outcome.skipped else "")
     )
-    _compare_and_print([folder], metric, baseline, as_json=False)
 
 
 @app.command("compare")

@@ -298,7 +298,14 @@ def evaluate_cmd(
     from bloodcells.metrics import row_percentages
     from bloodcells.runs import load_run
 
-    m = evaluate_run_adapted(load_run(run), data, device, tta=tta, adapt_bn=adapt_bn)
+    loaded = load_run(run)
+    if loaded.interrupted:
+        err.print(
+            f"note: {run} was interrupted at epoch {loaded.epochs_done} of "
+            f"{loaded.epochs_target}; evaluating that epoch (finish it: "
+            f"bloodcells train --resume {run})"
+        )
+    m = evaluate_run_adapted(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
     used = [name for name, on in (("TTA", tta), ("adapted BatchNorm", adapt_bn)) if on]
     how = f" with {' and '.join(used)}" if used else ""
     out.print(Text.assemble(bold(str(run)), f" on {m['data']} test split ({m['n']} images){how}"))
