@@ -27,7 +27,7 @@ from bench_data import data_rows
 from bench_training import DEFAULT_DATA, training_rows
 from timing import load_average
 
-from bloodcells.version import versions
+from bloodcells._version import versions
 
 
 def _s(value: float | None) -> str:

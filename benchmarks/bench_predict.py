@@ -38,10 +38,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from bloodcells.data import EPS, Transform
-from bloodcells.inputs import find_images
-from bloodcells.predict import CHUNK, Predictor, decode_workers
-from bloodcells.predict_csv import write_predictions
-from bloodcells.train import TrainConfig, make_model
+from bloodcells.data.inputs import find_images
+from bloodcells.inference.csv_output import write_predictions
+from bloodcells.inference.predictor import CHUNK, Predictor, decode_workers
+from bloodcells.training.loop import TrainConfig, make_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-wbc" / "all"
 SIZE = 32

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from bloodcells.config import TrainConfig
 from bloodcells.data import Transform, load_dataset
-from bloodcells.stacked import Member, fit_stacked
-from bloodcells.train import fit, make_model, make_optimizer
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import fit, make_model, make_optimizer
+from bloodcells.training.stacked.fit import Member, fit_stacked
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc32"
 

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from bloodcells.data import EPS
-from bloodcells.models import get_spec
-from bloodcells.train import TrainConfig, make_model
+from bloodcells.models.registry import get_spec
+from bloodcells.training.loop import TrainConfig, make_model
 
 LAB_BATCH = 8
 

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from bloodcells.data import Transform, load_dataset
-from bloodcells.train import (
+from bloodcells.training.loop import (
     CHANNELS_LAST_MODELS,
     TrainConfig,
     cpu_threads,

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from bloodcells.data import load_dataset
-from bloodcells.runs import start_training
-from bloodcells.train import TrainConfig
+from bloodcells.runs.folder import start_training
+from bloodcells.training.loop import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from bloodcells.adapt import (
+from bloodcells.analysis.adapt import (
     adapt_batchnorm,
     batchnorm_layers,
     evaluate_adapted,
@@ -15,11 +15,12 @@ from bloodcells.adapt import (
     require_batchnorm,
     tta_probabilities,
 )
-from bloodcells.augment import OPS, ROBUST_GRAY, ROBUST_RGB, Augmenter, parse_augment
 from bloodcells.data import Dataset, standardize
 from bloodcells.errors import BloodcellsError
-from bloodcells.evaluation import evaluate, predict_logits
-from bloodcells.image_ops import (
+from bloodcells.evaluation.core import evaluate, predict_logits
+from bloodcells.models.registry import build_model
+from bloodcells.ops.augment import OPS, ROBUST_GRAY, ROBUST_RGB, Augmenter, parse_augment
+from bloodcells.ops.image_ops import (
     dihedral,
     dihedral_views,
     gaussian_blur,
@@ -29,7 +30,6 @@ from bloodcells.image_ops import (
     stain_jitter,
     zoom_shift,
 )
-from bloodcells.models import build_model
 
 GRAY_OPS = [name for name, op in OPS.items() if not op.rgb_only]
 ALL_OPS = list(OPS)
@@ -241,7 +241,7 @@ def test_one_resampling_flips_like_dihedral():
 
 @pytest.mark.parametrize("band_floats", [2**24, 300])  # all images at once, or a few at a time
 def test_blur_is_a_gaussian_with_the_border_repeated(monkeypatch, band_floats):
-    monkeypatch.setattr("bloodcells.image_ops.BAND_FLOATS", band_floats)
+    monkeypatch.setattr("bloodcells.ops.image_ops.BAND_FLOATS", band_floats)
     x, sigma = images(5, 3, size=12), torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0])
     out = gaussian_blur(x, sigma, radius=9)
     for i in range(5):

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.data import bbbc045
-from bloodcells.data.bbbc045 import ImportConfig, choose_test_donors, import_bbbc045
+from bloodcells.data.sources import bbbc045
+from bloodcells.data.sources.bbbc045 import ImportConfig, choose_test_donors, import_bbbc045
 from bloodcells.errors import DataError
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.data import Transform, load_dataset
-from bloodcells.data.check import check_dataset, worth_checking
+from bloodcells.data.quality.check import check_dataset, worth_checking
 from bloodcells.errors import DataWarning
 from tests.conftest import easy_image, write_layout
 

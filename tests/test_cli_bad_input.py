@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from bloodcells.cli.base import one_line
-from bloodcells.runs import start_training
-from bloodcells.train import Callback, TrainConfig
+from bloodcells.runs.folder import start_training
+from bloodcells.training.loop import Callback, TrainConfig
 from tests.conftest import write_layout
 from tests.helpers import invoke, one_line_error
 

@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.compare import Scored, compare_runs
-from bloodcells.compare_stats import Summary, paired_difference, summarize, verdict
-from bloodcells.compare_view import comparison_figure, reading, table_rows
-from bloodcells.config import TrainConfig
 from bloodcells.errors import BloodcellsError
-from bloodcells.runs import History, Run
-from bloodcells.variants import variant_name
+from bloodcells.experiments.compare import Scored, compare_runs
+from bloodcells.experiments.variants import variant_name
+from bloodcells.runs.folder import History, Run
+from bloodcells.stats.seeds import Summary, paired_difference, summarize, verdict
+from bloodcells.training.config import TrainConfig
+from bloodcells.viz.compare import comparison_figure, reading, table_rows
 
 # Student t quantiles from a printed table: t(0.975, df)
 T975 = {2: 4.302653, 4: 2.776445}
@@ -206,7 +206,7 @@ def test_compare_command_prints_the_table_and_json(tmp_path, monkeypatch):
         *scores([0.95, 0.96, 0.95], name="bn2", options=bn2),
     ]
     result = compare_runs(runs)
-    monkeypatch.setattr("bloodcells.compare.compare_paths", lambda *a, **k: result)
+    monkeypatch.setattr("bloodcells.experiments.compare.compare_paths", lambda *a, **k: result)
     runner = CliRunner()
     table = runner.invoke(app, ["compare", str(tmp_path)])
     assert table.exit_code == 0, table.output

@@ -284,7 +284,7 @@ def test_a_decompression_bomb_is_skipped_and_listed(tmp_path, monkeypatch):
 def test_an_image_over_the_pixel_limit_pil_only_warns_about_is_skipped_by_name(
     tmp_path, monkeypatch
 ):
-    from bloodcells.inputs import load_image
+    from bloodcells.data.inputs import load_image
 
     write_layout(tmp_path, per_class=(3, 3))
     big = tmp_path / "train" / "disc" / "big.png"

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.cli.fetch import data_download, parse_size
-from bloodcells.data import download, safezip
-from bloodcells.data.download import download_lab
+from bloodcells.data.sources import download, safezip
+from bloodcells.data.sources.download import download_lab
 from bloodcells.errors import DataError
 
 runner = CliRunner()
@@ -568,7 +568,7 @@ def test_sigterm_mid_download_leaves_nothing_in_the_cache(server, tmp_path):
     url = server.serve("/lab.zip", slow_zeros)
     cache = tmp_path / "cache"
     code = (
-        "import sys; from bloodcells.data.download import download_lab; "
+        "import sys; from bloodcells.data.sources.download import download_lab; "
         "download_lab(sys.argv[1], sys.argv[2], progress=False)"
     )
     env = {**os.environ, "BLOODCELLS_CACHE": str(cache)}

@@ -11,7 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from torch.nn import functional as F
 
 from bloodcells.data import standardize
-from bloodcells.evaluation import Evaluation, energy_score, evaluate, evaluate_tensors
+from bloodcells.evaluation.core import Evaluation, energy_score, evaluate, evaluate_tensors
 
 CLASSES = ["a", "b", "c"]
 
@@ -118,8 +118,8 @@ def test_noise_and_flat_images_score_as_unlike_training(trained):
 
 
 def test_the_run_records_its_training_images_pixel_range(trained, tmp_path):
-    from bloodcells.predict import Predictor
-    from bloodcells.unlike import pixel_range
+    from bloodcells.evaluation.ood import pixel_range
+    from bloodcells.inference.predictor import Predictor
 
     run, splits = trained
     assert run.metrics["unlike_training"]["pixel_range"] == pixel_range(splits.train.images)

@@ -10,18 +10,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bloodcells.cli import app
-from bloodcells.errors import BloodcellsError
-from bloodcells.explain import (
+from bloodcells.analysis.gradcam import (
     METHODS,
-    cam_figure,
     compute_cams,
-    gradcam_figure,
     gradcam_grid,
     select_layers,
     spatial_layers,
 )
-from bloodcells.models import build_model
+from bloodcells.cli import app
+from bloodcells.errors import BloodcellsError
+from bloodcells.models.registry import build_model
+from bloodcells.viz.cams import cam_figure, gradcam_figure
 
 VGG_DEFAULTS = ["features.8", "features.15", "features.22", "features.29"]  # the ReLUs
 

@@ -12,14 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from bloodcells import export as export_module
 from bloodcells.data import load_dataset, to_unit
 from bloodcells.errors import BloodcellsError
-from bloodcells.evaluation import evaluate
-from bloodcells.export import EXTRA_FILE, RawImageModel, card_path, export_run, load_export
-from bloodcells.predict import METADATA_KEY, Predictor
-from bloodcells.runs import load_run, start_training
-from bloodcells.train import TrainConfig
+from bloodcells.evaluation.core import evaluate
+from bloodcells.inference import export as export_module
+from bloodcells.inference.export import (
+    EXTRA_FILE,
+    RawImageModel,
+    card_path,
+    export_run,
+    load_export,
+)
+from bloodcells.inference.predictor import METADATA_KEY, Predictor
+from bloodcells.runs.folder import load_run, start_training
+from bloodcells.training.loop import TrainConfig
 from tests.conftest import write_layout
 from tests.helpers import invoke, one_line_error
 

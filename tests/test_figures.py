@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.data import Transform, load_dataset
-from bloodcells.evaluation import evaluate
-from bloodcells.figures import (
+from bloodcells.evaluation.core import evaluate
+from bloodcells.viz.grids import (
     WRONG,
     display_image,
     figure_png,

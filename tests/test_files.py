@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bloodcells.errors import DataError, DataWarning
-from bloodcells.files import STAGING_WRITER, staged_folder
-from bloodcells.writer_process import writer_identity
+from bloodcells.utils.files import STAGING_WRITER, staged_folder
+from bloodcells.utils.locks import writer_identity
 
 
 def names(folder: Path) -> list[str]:

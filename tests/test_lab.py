@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.data.synthetic import SynthConfig
+from bloodcells.data.sources.synthetic import SynthConfig
 from bloodcells.errors import BloodcellsError
 from bloodcells.lab import LabConfig, plan, run_lab
 
@@ -51,7 +51,7 @@ def test_the_lab_folder_alone_makes_the_same_page_again(easy_root, tmp_path):
 
 
 def test_a_lab_stopped_early_says_so_and_stops_reloading(easy_root, tmp_path):
-    from bloodcells.train import Callback
+    from bloodcells.training.loop import Callback
 
     class Stop(Callback):
         def on_epoch_end(self, state):

@@ -8,8 +8,8 @@ from test_report import CLASSES, fake_epochs, fit_state
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.live import LivePlot, PlotFiles
-from bloodcells.metrics import row_percentages
+from bloodcells.evaluation.metrics import row_percentages
+from bloodcells.viz.live import LivePlot, PlotFiles
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,7 +79,7 @@ def test_liveplot_outside_jupyter_displays_nothing(capsys):
 def test_liveplot_displays_its_widgets_in_a_notebook_kernel():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    code = "from bloodcells.live import LivePlot\nplot = LivePlot(['B', 'T'])\nplot.displayed"
+    code = "from bloodcells.viz.live import LivePlot\nplot = LivePlot(['B', 'T'])\nplot.displayed"
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
     outputs = notebook.cells[0].outputs
@@ -121,7 +121,7 @@ def test_train_plot_flag_writes_the_pngs(easy_root, tmp_path):
 def test_plot_files_are_drawn_at_the_figures_dpi(tmp_path):
     from PIL import Image
 
-    from bloodcells.figures import DPI
+    from bloodcells.viz.grids import DPI
 
     plots = PlotFiles(tmp_path)
     state = fit_state()

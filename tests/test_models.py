@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bloodcells.errors import ModelError
-from bloodcells.model_specs import CATALOGUE, TABLE_CLASSES, TABLE_SIZE
-from bloodcells.models import MODELS, build_model, count_parameters
+from bloodcells.models.registry import MODELS, build_model, count_parameters
+from bloodcells.models.specs import CATALOGUE, TABLE_CLASSES, TABLE_SIZE
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import pytest
 from PIL import Image
 
-from bloodcells.data.synthetic import SYNTHETIC_NOTICE
+from bloodcells.data.sources.synthetic import SYNTHETIC_NOTICE
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -220,3 +220,23 @@ def test_the_exercise_cells_run_as_given_and_the_solutions_answer_them(executed)
     assert "Dev accuracy:" in text_of(cell(nb, "exercise2"))
     answer = text_of(cell(nb, "solution2"))
     assert "Dev accuracy:" in answer and "Chance level, guessing uniformly: 20%" in answer
+
+
+def test_the_notebook_imports_only_public_names():
+    """Every `from bloodcells... import name` names a package's __all__, never a module inside."""
+    import importlib
+
+    imports = []
+    for c in read_notebook().cells:
+        if c.cell_type != "code":
+            continue
+        source = "\n".join(line for line in c.source.splitlines() if not line.startswith("%"))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("bloodcells"):
+                imports.append(node)
+    assert imports
+    for node in imports:
+        module = importlib.import_module(node.module)
+        assert module.__file__.endswith("__init__.py"), f"{node.module} is not a package"
+        for alias in node.names:
+            assert alias.name in module.__all__, f"{alias.name} is not public in {node.module}"

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from bloodcells.data import Transform, cache_dir, load_dataset
+from bloodcells.data.inputs import find_images, load_image
 from bloodcells.errors import DataWarning
-from bloodcells.inputs import find_images, load_image
-from bloodcells.predict import Predictor
+from bloodcells.inference.predictor import Predictor
 from tests.conftest import write_layout
 from tests.helpers import invoke
 

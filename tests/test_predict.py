@@ -15,18 +15,18 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from bloodcells import predict as predict_module
 from bloodcells.cli import app
 from bloodcells.cli import predict as cli_predict
-from bloodcells.count import Tally, differential_count
 from bloodcells.data import Transform, load_dataset, to_unit
+from bloodcells.data.inputs import find_images
 from bloodcells.errors import BloodcellsError
-from bloodcells.evaluation import evaluate
-from bloodcells.inputs import find_images
-from bloodcells.predict import Predictor
-from bloodcells.predict_csv import PredictionInterrupted, partial_path, write_predictions
-from bloodcells.runs import start_training
-from bloodcells.train import TrainConfig
+from bloodcells.evaluation.core import evaluate
+from bloodcells.inference import predictor as predict_module
+from bloodcells.inference.count import Tally, differential_count
+from bloodcells.inference.csv_output import PredictionInterrupted, partial_path, write_predictions
+from bloodcells.inference.predictor import Predictor
+from bloodcells.runs.folder import start_training
+from bloodcells.training.loop import TrainConfig
 from tests.conftest import easy_image
 from tests.helpers import invoke, one_line_error
 
@@ -433,7 +433,7 @@ def test_predict_matches_evaluate_for_rgb_and_16_bit_images(tmp_path, kind):
 
 
 def test_tta_averages_the_dihedral_views_and_adapt_bn_leaves_the_run_alone(trained, tmp_path):
-    from bloodcells.image_ops import dihedral_views
+    from bloodcells.ops.image_ops import dihedral_views
 
     run, splits = trained
     images = to_unit(splits.test.images[:6])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bloodcells.data import Transform, load_dataset
-from bloodcells.train import TrainConfig, fit, make_model
+from bloodcells.training.loop import TrainConfig, fit, make_model
 
 pytestmark = pytest.mark.realdata
 

@@ -11,13 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 from bloodcells.cli import app
-from bloodcells.config import TrainConfig
 from bloodcells.data import load_dataset
 from bloodcells.errors import BloodcellsError
-from bloodcells.lr_find import lr_range_test
-from bloodcells.recipes import LR_FIND, RECIPE_FIELDS, RECIPES, schedule_factor
-from bloodcells.runs import resume_training, start_training
-from bloodcells.train import Callback, fit, make_model
+from bloodcells.runs.folder import resume_training, start_training
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import Callback, fit, make_model
+from bloodcells.training.lr_find import lr_range_test
+from bloodcells.training.recipes import LR_FIND, RECIPE_FIELDS, RECIPES, schedule_factor
 
 runner = CliRunner()
 

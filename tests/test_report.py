@@ -19,13 +19,12 @@ import torch
 from PIL import Image as PILImage
 from torch import nn
 
-from bloodcells.config import TrainConfig
 from bloodcells.data import load_dataset
 from bloodcells.errors import RunError
+from bloodcells.evaluation.metrics import classification_metrics
 from bloodcells.lab import LabPage
-from bloodcells.metrics import classification_metrics
-from bloodcells.report import render
-from bloodcells.report_sources import (
+from bloodcells.report.render import render
+from bloodcells.report.sources import (
     IMAGES,
     Extras,
     Image,
@@ -33,8 +32,9 @@ from bloodcells.report_sources import (
     read_extras,
     save_extras,
 )
-from bloodcells.runs import Run, new_run_dir, start_training
-from bloodcells.train import Callback, EpochResult, FitState, History
+from bloodcells.runs.folder import Run, new_run_dir, start_training
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import Callback, EpochResult, FitState, History
 
 CLASSES = ["B", "T", "eosinophil", "monocyte", "neutrophil"]
 BUNDLE_HEAD = plotly.offline.get_plotlyjs()[:200]
@@ -314,7 +314,7 @@ def test_a_path_without_runs_is_one_line(tmp_path, make):
 
 
 def test_the_number_of_runs_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("bloodcells.report_sources.MAX_RUNS", 2)
+    monkeypatch.setattr("bloodcells.report.sources.MAX_RUNS", 2)
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")  # counted before any is read

@@ -10,14 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from bloodcells.adapt import evaluate_tta
+from bloodcells.analysis.adapt import evaluate_tta
+from bloodcells.analysis.robustness import MODES, RobustnessResult, robustness
 from bloodcells.data import Transform, load_dataset
 from bloodcells.errors import BloodcellsError
-from bloodcells.evaluation import evaluate
-from bloodcells.robustness import MODES, RobustnessResult, robustness, robustness_figure
-from bloodcells.runs import start_training
-from bloodcells.shifts import SEVERITIES, SHIFTS, shift_images, to_channels
-from bloodcells.train import TrainConfig
+from bloodcells.evaluation.core import evaluate
+from bloodcells.ops.shifts import SEVERITIES, SHIFTS, shift_images, to_channels
+from bloodcells.runs.folder import start_training
+from bloodcells.training.loop import TrainConfig
+from bloodcells.viz.robustness import robustness_figure
 from tests.conftest import easy_image, write_layout
 from tests.helpers import invoke, one_line_error
 

@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from bloodcells.config import TrainConfig
 from bloodcells.data import load_dataset
 from bloodcells.errors import BloodcellsError, RunError
-from bloodcells.evaluation import evaluate
-from bloodcells.files import write_atomic
-from bloodcells.runs import load_run, resume_training, start_training
-from bloodcells.train import Callback
-from bloodcells.writer_process import LOCK_FILE, folder_lock
+from bloodcells.evaluation.core import evaluate
+from bloodcells.runs.folder import load_run, resume_training, start_training
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import Callback
+from bloodcells.utils.files import write_atomic
+from bloodcells.utils.locks import LOCK_FILE, folder_lock
 from tests.helpers import invoke, one_line_error
 
 HOLD = """
 import sys, time
-from bloodcells.writer_process import folder_lock
+from bloodcells.utils.locks import folder_lock
 with folder_lock(sys.argv[1], "run"):
     print("held", flush=True)
     time.sleep(60)
@@ -143,7 +143,7 @@ def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("bloodcells.runs.os.replace", crash)
+    monkeypatch.setattr("bloodcells.runs.folder.os.replace", crash)
     with pytest.raises(OSError):
         write_atomic(target, '{"epoch": 2, "half')
     assert json.loads(target.read_text()) == {"epoch": 1}
@@ -156,8 +156,8 @@ def test_every_epoch_leaves_a_complete_readable_run(easy_root, tmp_path):
         def on_epoch_end(self, state):
             seen.append(len(load_run(run_dir).history))
 
-    from bloodcells.runs import RunWriter, new_run_dir
-    from bloodcells.train import fit, make_model
+    from bloodcells.runs.folder import RunWriter, new_run_dir
+    from bloodcells.training.loop import fit, make_model
 
     splits = load_dataset(easy_root)
     run_dir = new_run_dir(tmp_path, "advanced")

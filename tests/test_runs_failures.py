@@ -14,9 +14,9 @@ import torch
 
 from bloodcells.data import load_dataset
 from bloodcells.errors import RunError
-from bloodcells.runs import load_run, resume_training, start_training
-from bloodcells.train import TrainConfig
-from bloodcells.writer_process import LOCK_FILE
+from bloodcells.runs.folder import load_run, resume_training, start_training
+from bloodcells.training.loop import TrainConfig
+from bloodcells.utils.locks import LOCK_FILE
 
 EPOCH_FILES = ("weights.pt", "history.csv", "metrics.json", "checkpoint.pt")
 

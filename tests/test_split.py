@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.data import load_dataset
-from bloodcells.data import split as split_module
-from bloodcells.data.split import read_manifest, split_folder
+from bloodcells.data.prepare import split as split_module
+from bloodcells.data.prepare.split import read_manifest, split_folder
 from bloodcells.errors import DataError
 from tests.conftest import SHARED_DATA, easy_image
 

@@ -19,13 +19,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bloodcells.config import TrainConfig
 from bloodcells.data import Dataset, load_dataset, standardize, to_unit
 from bloodcells.errors import BloodcellsError, TrainingDiverged
-from bloodcells.stack_plan import max_members, member_bytes, split_evenly, stack_key
-from bloodcells.stacked import Member, StackCallback, fit_stacked
-from bloodcells.stacked_layers import Stack, chain_of, stackable
-from bloodcells.train import checkpoint_state, fit, make_model, make_optimizer, restore
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import checkpoint_state, fit, make_model, make_optimizer, restore
+from bloodcells.training.stacked.fit import Member, StackCallback, fit_stacked
+from bloodcells.training.stacked.layers import Stack, chain_of, stackable
+from bloodcells.training.stacked.plan import max_members, member_bytes, split_evenly, stack_key
 
 TOL64 = 1e-9
 TOL32 = 1e-3  # relative L2 distance of all weights (see the module docstring)
@@ -235,9 +235,11 @@ def test_what_cannot_stack_says_so():
 def test_memory_bounds_the_stack_size(monkeypatch):
     per_member = member_bytes(config(), 5)
     assert 1_000_000 < per_member < 50_000_000  # about 150k parameters and batch-8 activations
-    monkeypatch.setattr("bloodcells.stack_plan.free_bytes", lambda device: 12 * per_member)
+    monkeypatch.setattr(
+        "bloodcells.training.stacked.plan.free_bytes", lambda device: 12 * per_member
+    )
     assert max_members(config(), 5, torch.device("cpu")) == 3  # a quarter of the free memory
-    monkeypatch.setattr("bloodcells.stack_plan.free_bytes", lambda device: 0)
+    monkeypatch.setattr("bloodcells.training.stacked.plan.free_bytes", lambda device: 0)
     assert max_members(config(), 5, torch.device("cpu")) == 1
     assert [len(c) for c in split_evenly(list(range(20)), 16)] == [10, 10]
     assert [len(c) for c in split_evenly(list(range(7)), 3)] == [3, 2, 2]

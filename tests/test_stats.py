@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from bloodcells.stats import (
+from bloodcells.stats.intervals import (
     adjusted_count,
     adjusted_proportions,
     bootstrap_interval,

@@ -8,14 +8,11 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from bloodcells.adapt import evaluate_run_adapted
+from bloodcells.analysis.evaluate import evaluate_run
 from bloodcells.cli import app
-from bloodcells.compare import compare_paths
 from bloodcells.errors import BloodcellsError, ModelError, RunError
-from bloodcells.runs import load_run
-from bloodcells.stacked import StackCallback
-from bloodcells.sweep import DataCache, plan_jobs, run_sweep, sweep_status
-from bloodcells.sweep_plan import (
+from bloodcells.experiments.compare import compare_paths
+from bloodcells.experiments.plan import (
     MAX_RUNS,
     SWEEP_FILE,
     SweepPlan,
@@ -23,7 +20,8 @@ from bloodcells.sweep_plan import (
     open_sweep,
     plan_sweep,
 )
-from bloodcells.variants import (
+from bloodcells.experiments.sweep import DataCache, plan_jobs, run_sweep, sweep_status
+from bloodcells.experiments.variants import (
     LAB_VARIANTS,
     lr_text,
     parse_seeds,
@@ -31,7 +29,9 @@ from bloodcells.variants import (
     parse_variants,
     variant_name,
 )
-from bloodcells.writer_process import LOCK_FILE
+from bloodcells.runs.folder import load_run
+from bloodcells.training.stacked.fit import StackCallback
+from bloodcells.utils.locks import LOCK_FILE
 from tests.helpers import one_line_error
 from tests.test_runs import held_by_another_process
 
@@ -165,15 +165,15 @@ def test_a_sweep_makes_ordinary_run_folders_and_a_comparison(tiny_root, tmp_path
         assert run.metrics["status"] == "finished" and len(run.history) == 2
         assert run.info["sweep"]["trained"] == "stacked" and run.info["sweep"]["stack_size"] == 4
         assert {"weights.pt", "checkpoint.pt", "history.csv"} <= {p.name for p in path.iterdir()}
-    evaluated = evaluate_run_adapted(load_run(outcome.runs[0]))
+    evaluated = evaluate_run(load_run(outcome.runs[0]))
     assert evaluated["accuracy"] == pytest.approx(load_run(outcome.runs[0]).metrics["accuracy"])
     result = compare_paths([outcome.folder])
     assert [g["name"] for g in result["groups"]] == ["base", "lr=1e-3"]
     assert json.loads((outcome.folder / "comparison.json").read_text()) == result
     again, _ = sweep(tiny_root, tmp_path / "runs")  # the same command: nothing left to do
     assert again.folder == outcome.folder and again.trained == 0 and again.skipped == 4
-    from bloodcells.report import render
-    from bloodcells.report_sources import load
+    from bloodcells.report.render import render
+    from bloodcells.report.sources import load
 
     page = render(*load([outcome.folder]))  # bloodcells report SWEEP shows the answer
     assert 'id="variants"' in page and 'id="sweep-plot"' in page
@@ -268,7 +268,7 @@ def test_sweep_command_trains_and_prints_the_answer(tiny_root, tmp_path):
 def test_members_stopped_at_different_epochs_resume_in_their_own_stacks(
     tiny_root, tmp_path, monkeypatch
 ):
-    from bloodcells.runs import RunWriter
+    from bloodcells.runs.folder import RunWriter
 
     straight, _ = sweep(tiny_root, tmp_path / "a")
     original = RunWriter.on_epoch_end
@@ -339,7 +339,7 @@ def test_a_stack_member_another_process_writes_stops_the_sweep_before_training(t
             run_sweep(plan, folder)
         assert not any((folder / name / "config.json").exists() for *_, name in plan.members())
         # the stack, locking its members itself (a folder it made after the sweep began)
-        from bloodcells.sweep import DataCache, plan_jobs, run_job
+        from bloodcells.experiments.sweep import DataCache, plan_jobs, run_job
 
         (job,) = plan_jobs(sweep_status(folder, plan), 3)
         assert job.stacked and len(job.members) == 4

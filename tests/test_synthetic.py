@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcells.data.synthetic import (
+from bloodcells.data.sources.synthetic import (
     CLASSES,
     SYNTHETIC_NOTICE,
     SynthConfig,
@@ -214,7 +214,7 @@ def test_write_demo_set_refuses_non_empty_dest(tmp_path) -> None:
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch) -> None:
-    import bloodcells.data.synthetic as synthetic
+    import bloodcells.data.sources.synthetic as synthetic
 
     def write_then_fail(root, data) -> None:
         (root / "train").mkdir()

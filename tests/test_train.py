@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import bloodcells.train as train_module
-from bloodcells.config import SEED_STRIDE, TrainConfig
+import bloodcells.training.loop as train_module
 from bloodcells.data import load_dataset
 from bloodcells.data.dataset import standardize, to_unit
-from bloodcells.devices import check_device, select_device
 from bloodcells.errors import BloodcellsError, ModelError, TrainingDiverged, TrainingWarning
-from bloodcells.evaluation import evaluate
-from bloodcells.train import (
+from bloodcells.evaluation.core import evaluate
+from bloodcells.training.config import SEED_STRIDE, TrainConfig
+from bloodcells.training.loop import (
     Callback,
     FitState,
     History,
@@ -27,6 +26,7 @@ from bloodcells.train import (
     train_one_epoch,
     training_threads,
 )
+from bloodcells.utils.devices import check_device, select_device
 
 
 def train_easy(root, **overrides):

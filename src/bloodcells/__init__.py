@@ -9,31 +9,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from bloodcells.version import __version__
+from bloodcells._version import __version__
 
 if TYPE_CHECKING:
-    from bloodcells.config import TrainConfig
     from bloodcells.data import Dataset, Splits, Transform, load_dataset
     from bloodcells.errors import BloodcellsError, DataError, RunError
-    from bloodcells.evaluation import Evaluation, evaluate
-    from bloodcells.export import export_run
-    from bloodcells.metrics import classification_metrics
-    from bloodcells.models import MODELS, build_model, count_parameters
-    from bloodcells.predict import Predictor
+    from bloodcells.evaluation import Evaluation, classification_metrics, evaluate
+    from bloodcells.inference import Predictor, export_run
+    from bloodcells.models.registry import MODELS, build_model, count_parameters
     from bloodcells.runs import Run, load_run, resume_training, start_training
-    from bloodcells.train import Callback, History, fit
+    from bloodcells.training import Callback, History, TrainConfig, fit, make_model
+    from bloodcells.utils.devices import select_device
 
 _EXPORTS = {
     "bloodcells.data": ("Dataset", "Splits", "Transform", "load_dataset"),
     "bloodcells.errors": ("BloodcellsError", "DataError", "RunError"),
-    "bloodcells.metrics": ("classification_metrics",),
-    "bloodcells.models": ("MODELS", "build_model", "count_parameters"),
+    "bloodcells.evaluation": ("Evaluation", "classification_metrics", "evaluate"),
+    "bloodcells.inference": ("Predictor", "export_run"),
+    "bloodcells.models.registry": ("MODELS", "build_model", "count_parameters"),
     "bloodcells.runs": ("Run", "load_run", "resume_training", "start_training"),
-    "bloodcells.config": ("TrainConfig",),
-    "bloodcells.evaluation": ("Evaluation", "evaluate"),
-    "bloodcells.export": ("export_run",),
-    "bloodcells.predict": ("Predictor",),
-    "bloodcells.train": ("Callback", "History", "fit"),
+    "bloodcells.training": ("Callback", "History", "TrainConfig", "fit", "make_model"),
+    "bloodcells.utils.devices": ("select_device",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -60,7 +56,9 @@ __all__ = [
     "fit",
     "load_dataset",
     "load_run",
+    "make_model",
     "resume_training",
+    "select_device",
     "start_training",
 ]
 

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
+from bloodcells._version import versions
 from bloodcells.data import Transform, load_dataset
-from bloodcells.data.synthetic import SYNTHETIC_NOTICE, SynthConfig, ensure_demo_set
-from bloodcells.devices import select_device
+from bloodcells.data.sources.synthetic import SYNTHETIC_NOTICE, SynthConfig, ensure_demo_set
 from bloodcells.errors import BloodcellsError
-from bloodcells.files import write_atomic
-from bloodcells.models import MODELS, get_spec
-from bloodcells.report import PAGE, STOPPED, render
-from bloodcells.report_sources import explained_run, load
-from bloodcells.runs import Run, load_run, new_run_dir, start_training
-from bloodcells.train import Callback, FitState, TrainConfig
-from bloodcells.version import versions
+from bloodcells.models.registry import MODELS, get_spec
+from bloodcells.report.render import PAGE, STOPPED, render
+from bloodcells.report.sources import explained_run, load
+from bloodcells.runs.folder import Run, load_run, new_run_dir, start_training
+from bloodcells.training.loop import Callback, FitState, TrainConfig
+from bloodcells.utils.devices import select_device
+from bloodcells.utils.files import write_atomic
 
 LAB_TITLE = "CNN Lab 1: classification of human blood cells"
 LAB_MODELS = ("simple", "advanced", "vgg16")
@@ -47,7 +47,7 @@ class LabConfig:
     cams: int = 6
     demo: SynthConfig = field(default_factory=SynthConfig)  # used when data is None
     notes: list[str] = field(default_factory=list)
-    recipe: str = "lab"  # bloodcells.recipes: the lab's own settings unless asked otherwise
+    recipe: str = "lab"  # training.recipes: the lab's own settings unless asked otherwise
 
     def __post_init__(self) -> None:
         if self.epochs is not None and not 1 <= self.epochs <= MAX_EPOCHS:
@@ -98,7 +98,7 @@ def plan(config: LabConfig, model: str, on_gpu: bool) -> tuple[TrainConfig, int 
 def robustness_of(run: Run, device: torch.device) -> dict:
     """`bloodcells robustness` of `run`, as saved in lab.json; VGG16 on a CPU on a subset of
     the dev set (ROBUSTNESS_CPU_PER_CLASS images per class) to keep the lab's minutes."""
-    from bloodcells.robustness import robustness
+    from bloodcells.analysis.robustness import robustness
 
     per_class = None
     if run.config.model == "vgg16" and device.type != "cuda":
@@ -147,8 +147,8 @@ def run_lab(
     report.html is rendered from them after every epoch, and `bloodcells report LAB` makes
     the same page again.
     """
-    from bloodcells.figures import figure_png, sample_grid
-    from bloodcells.report_sources import Extras, Image, add_explanations, save_extras
+    from bloodcells.report.sources import Extras, Image, add_explanations, save_extras
+    from bloodcells.viz.grids import figure_png, sample_grid
 
     models = check_models(config.models)
     device = select_device(config.device)

@@ -52,7 +52,7 @@ def data_info(
 
 def _check_hint(summary: dict) -> str:
     """That leaks are not checked by `data info`, why to check this dataset, and how."""
-    from bloodcells.data.check import worth_checking
+    from bloodcells.data.quality.check import worth_checking
 
     reasons = worth_checking(summary)
     why = f" ({', '.join(reasons)})" if reasons else ""
@@ -71,8 +71,9 @@ def data_preview(
 ) -> None:
     """Random training images, a row per class: check that the loader delivers your data."""
     from bloodcells.data import Transform, load_dataset
-    from bloodcells.figures import check_count, sample_grid, save_figure
-    from bloodcells.files import output_file
+    from bloodcells.utils.files import output_file
+    from bloodcells.utils.validation import check_count
+    from bloodcells.viz.grids import sample_grid, save_figure
 
     check_count(per_class, "images per class", limit=32)
     target = output_file(output, "grid.png")
@@ -89,7 +90,7 @@ def data_synth(
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 32,
 ) -> None:
     """Write the built-in SYNTHETIC demo set (five procedural cell classes) as PNG folders."""
-    from bloodcells.data.synthetic import SYNTHETIC_NOTICE, SynthConfig, write_demo_set
+    from bloodcells.data.sources.synthetic import SYNTHETIC_NOTICE, SynthConfig, write_demo_set
 
     config = SynthConfig(per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
     root = write_demo_set(dest, config)

@@ -40,7 +40,7 @@ def data_download(
 ) -> None:
     """Download the lab's own data set and unpack DEST/bloodcells_small."""
     from bloodcells.cli.data import data_info
-    from bloodcells.data import download
+    from bloodcells.data.sources import download
 
     if name not in download.DATASETS:
         shown = name if len(name) <= 40 else name[:40] + "..."
@@ -95,8 +95,8 @@ def data_import_bbbc045(
     ] = False,
 ) -> None:
     """Cut BBBC045's TIFF montages into DEST/train and DEST/test, holding out whole donors."""
-    from bloodcells.data import bbbc045
-    from bloodcells.data.donors import parse_donors
+    from bloodcells.data.sources import bbbc045
+    from bloodcells.data.sources.donors import parse_donors
 
     donors = parse_donors(test_donors) if test_donors is not None else None
     config = bbbc045.ImportConfig(tile, grid, channel, donors, test_fraction, seed, crop, overwrite)

@@ -13,8 +13,8 @@ from bloodcells.cli.base import DeviceOpt, RunArg, RunDataOpt, SeedOpt, app, fig
 
 def _trained(run_dir: Path, data: Path | None, device: str | None):
     """A run's model, its data (or `data`), and the device name, for the commands below."""
-    from bloodcells.devices import select_device
-    from bloodcells.runs import load_run
+    from bloodcells.runs.folder import load_run
+    from bloodcells.utils.devices import select_device
 
     run = load_run(run_dir)
     device_ = str(select_device(device))
@@ -50,9 +50,11 @@ def gradcam_cmd(
     output: Annotated[Path, figure_output("cam.png")] = Path("cam.png"),
 ) -> None:
     """What the network looks at: CAM maps of random dev images, layer by layer."""
-    from bloodcells.explain import cam_figure, gradcam_grid
-    from bloodcells.figures import check_count, save_figure
-    from bloodcells.files import output_file
+    from bloodcells.analysis.gradcam import gradcam_grid
+    from bloodcells.utils.files import output_file
+    from bloodcells.utils.validation import check_count
+    from bloodcells.viz.cams import cam_figure
+    from bloodcells.viz.grids import save_figure
 
     check_count(n)
     target_file = output_file(output, "cam.png")
@@ -76,9 +78,10 @@ def mistakes_cmd(
     """The dev images the model gets most confidently wrong, and the classes it confuses."""
     import os
 
-    from bloodcells.evaluation import evaluate
-    from bloodcells.figures import check_count, save_figure, top_losses_figure
-    from bloodcells.files import output_file
+    from bloodcells.evaluation.core import evaluate
+    from bloodcells.utils.files import output_file
+    from bloodcells.utils.validation import check_count
+    from bloodcells.viz.grids import save_figure, top_losses_figure
 
     check_count(n)
     target = output_file(output, "top_losses.png")

@@ -32,11 +32,11 @@ def lab_cmd(
     recipe: RecipeOpt = None,
 ) -> None:
     """The whole lab end to end: every model, compared, explained, in one HTML report."""
-    from bloodcells.data.synthetic import SynthConfig
-    from bloodcells.devices import select_device
-    from bloodcells.files import check_output_folder
+    from bloodcells.data.sources.synthetic import SynthConfig
     from bloodcells.lab import LabConfig, run_lab
-    from bloodcells.live import TerminalProgress
+    from bloodcells.utils.devices import select_device
+    from bloodcells.utils.files import check_output_folder
+    from bloodcells.viz.live import TerminalProgress
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     config = LabConfig(

@@ -14,7 +14,7 @@ from bloodcells.cli.base import app, out
 def models_cmd() -> None:
     """The models you can train, with parameter counts (32×32, 5 classes) and options."""
     # The catalogue, not the models: building them would import torch and torchvision (seconds).
-    from bloodcells.model_specs import CATALOGUE
+    from bloodcells.models.specs import CATALOGUE
 
     table = Table()
     for col in ("name", "parameters", "default lr", "channels", "options", "description"):
@@ -53,7 +53,7 @@ def shapes(
     """The output shape after every layer (the lab's exercise 1)."""
     from torchinfo import summary
 
-    from bloodcells.models import build_model
+    from bloodcells.models.registry import build_model
 
     net = build_model(model, channels, classes, size)
     info = summary(

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, TtaOpt, app, bold, err, out
 
-# The defaults of bloodcells.predict (MIN_CONFIDENCE, CHUNK), repeated here so that
+# The defaults of bloodcells.inference.predictor (MIN_CONFIDENCE, CHUNK), repeated here so that
 # `bloodcells --help` does not import torch; tests/test_predict.py checks they agree.
 MIN_CONFIDENCE = 0.5
 CHUNK = 512
@@ -74,15 +74,15 @@ def predict_cmd(
     ] = False,
 ) -> None:
     """Classify new, unlabelled cells: a CSV row per image and the differential count."""
-    from bloodcells.files import output_file, write_atomic
-    from bloodcells.inputs import find_images, read_images
-    from bloodcells.predict import Predictor
-    from bloodcells.predict_csv import (
+    from bloodcells.data.inputs import find_images, read_images
+    from bloodcells.inference.csv_output import (
         PredictionInterrupted,
         partial_path,
         stream_predictions,
         write_predictions,
     )
+    from bloodcells.inference.predictor import Predictor
+    from bloodcells.utils.files import output_file, write_atomic
 
     if not 0 <= min_confidence <= 1:  # nan too
         raise BloodcellsError(
@@ -284,8 +284,8 @@ def export_cmd(
 ) -> None:
     """One portable model file (weights, classes, transform, dev results) + its card,
     NAME.card.md."""
-    from bloodcells.export import check_format, export_run
-    from bloodcells.runs import load_run
+    from bloodcells.inference.export import check_format, export_run
+    from bloodcells.runs.folder import load_run
 
     check_format(format)
     result = export_run(load_run(run), format, output, check, overwrite)

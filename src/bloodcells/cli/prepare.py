@@ -59,7 +59,7 @@ def data_split(
     ] = False,
 ) -> None:
     """Flat class folders (or a CSV of labels) -> the lab layout, stratified, optionally grouped."""
-    from bloodcells.data.split import MANIFEST, split_folder
+    from bloodcells.data.prepare.split import MANIFEST, split_folder
 
     try:
         result = split_folder(src, dest, test_fraction, group_by, labels, link, seed, overwrite)
@@ -103,8 +103,8 @@ def data_check(
     device: DeviceOpt = None,
 ) -> None:
     """Duplicates, train/test leaks, degenerate images, imbalance, odd sizes: reported only."""
-    from bloodcells.data.check import check_dataset, check_threshold
-    from bloodcells.devices import select_device
+    from bloodcells.data.quality.check import check_dataset, check_threshold
+    from bloodcells.utils.devices import select_device
 
     check_threshold(threshold)
     report = check_dataset(

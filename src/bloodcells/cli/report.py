@@ -39,9 +39,9 @@ def report_cmd(
     ] = False,
 ) -> None:
     """The HTML report of runs: comparison, loss curves, confusion matrices, and what was run."""
-    from bloodcells.devices import check_device
-    from bloodcells.files import output_file
-    from bloodcells.report import write_report
+    from bloodcells.report.render import write_report
+    from bloodcells.utils.devices import check_device
+    from bloodcells.utils.files import output_file
 
     target = output_file(output, "report.html", suffixes=(".html", ".htm"))
     if target.exists() and not overwrite:

@@ -43,10 +43,10 @@ def robustness_cmd(
     ] = None,
 ) -> None:
     """Dev accuracy under scale, blur, noise, exposure, JPEG, hue and stain shifts (3 each)."""
-    from bloodcells.devices import select_device
-    from bloodcells.files import output_file
-    from bloodcells.robustness import check_per_class, robustness
-    from bloodcells.runs import load_run
+    from bloodcells.analysis.robustness import check_per_class, robustness
+    from bloodcells.runs.folder import load_run
+    from bloodcells.utils.devices import select_device
+    from bloodcells.utils.files import output_file
 
     check_per_class(per_class)
     select_device(device)
@@ -77,7 +77,7 @@ def robustness_cmd(
 
 
 def _table(result) -> Table:
-    from bloodcells.shifts import SEVERITIES, SHIFTS
+    from bloodcells.ops.shifts import SEVERITIES, SHIFTS
 
     title = (
         f"{result.run} on {result.data} test split ({result.n} images, "
@@ -118,13 +118,13 @@ def _progress():
 
 
 def _write(result, target: Path) -> None:
-    from bloodcells.files import output_folder, write_atomic
+    from bloodcells.utils.files import output_folder, write_atomic
 
     output_folder(target.parent)
     if target.suffix.lower() == ".json":
         write_atomic(target, json.dumps(result.to_dict(), indent=2))
         return
-    from bloodcells.robustness import robustness_figure
+    from bloodcells.viz.robustness import robustness_figure
 
     page = robustness_figure(result).to_html(include_plotlyjs=True, full_html=True)
     write_atomic(target, page)

@@ -14,8 +14,8 @@ from rich.text import Text
 from bloodcells.cli.base import BloodcellsError, DataOpt, DeviceOpt, app, bold, err, out
 
 if TYPE_CHECKING:
-    from bloodcells.sweep import DataCache
-    from bloodcells.sweep_plan import SweepPlan
+    from bloodcells.experiments.plan import SweepPlan
+    from bloodcells.experiments.sweep import DataCache
 
 MetricOpt = Annotated[
     str, typer.Option(help="What to compare: accuracy or balanced_accuracy (dev set).")
@@ -60,10 +60,10 @@ def sweep_cmd(
     baseline: BaselineOpt = None,
 ) -> None:
     """Train every variant with every seed (stacked), then compare them with intervals."""
-    from bloodcells.compare import METRICS
-    from bloodcells.sweep import DataCache
-    from bloodcells.sweep_plan import load_sweep, open_sweep, plan_sweep
-    from bloodcells.writer_process import folder_lock
+    from bloodcells.experiments.compare import METRICS
+    from bloodcells.experiments.plan import load_sweep, open_sweep, plan_sweep
+    from bloodcells.experiments.sweep import DataCache
+    from bloodcells.utils.locks import folder_lock
 
     if metric not in METRICS:
         raise BloodcellsError(f"unknown metric {metric!r}; use {' or '.join(METRICS)}")
@@ -91,8 +91,8 @@ def sweep_cmd(
             epochs if epochs is not None else 5,
             device,
         )
-        from bloodcells.devices import select_device
-        from bloodcells.files import check_output_folder
+        from bloodcells.utils.devices import select_device
+        from bloodcells.utils.files import check_output_folder
 
         select_device(device)
         check_output_folder(out_dir)
@@ -110,7 +110,7 @@ def _train_sweep(
     plan: SweepPlan, folder: Path, cache: DataCache, stack: bool, max_stack: int | None
 ) -> None:
     """Train what the sweep in `folder` still misses, with a line per epoch on stderr."""
-    from bloodcells.sweep import run_sweep
+    from bloodcells.experiments.sweep import run_sweep
 
     runs = len(plan.variants) * len(plan.seeds)
     err.print(
@@ -158,9 +158,9 @@ def compare_cmd(
 
 
 def _compare_and_print(paths, metric: str, baseline: str | None, as_json: bool) -> None:
-    from bloodcells.compare import compare_paths
-    from bloodcells.compare_view import COLUMNS, reading, table_rows
-    from bloodcells.sweep_plan import COMPARISON_FILE, is_sweep
+    from bloodcells.experiments.compare import compare_paths
+    from bloodcells.experiments.plan import COMPARISON_FILE, is_sweep
+    from bloodcells.viz.compare import COLUMNS, reading, table_rows
 
     result = compare_paths(paths, metric, baseline)
     if as_json:

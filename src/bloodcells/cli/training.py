@@ -104,7 +104,7 @@ def train_cmd(
     --epochs, --batch-size, --lr, --schedule, --label-smoothing and --augment override the
     recipe's.
     """
-    from bloodcells.runs import resume_training, start_training
+    from bloodcells.runs.folder import resume_training, start_training
 
     if resume is not None:
         fixed = {
@@ -130,8 +130,8 @@ def train_cmd(
             {"recipe": recipe or "lab", "schedule": schedule,
              "label_smoothing": label_smoothing, "amp": amp, "augment": augment},
         )  # fmt: skip
-        from bloodcells.files import output_folder
-        from bloodcells.runs import new_run_dir
+        from bloodcells.runs.folder import new_run_dir
+        from bloodcells.utils.files import output_folder
 
         run_dir = new_run_dir(output_folder(out_dir), config.model)
         out.print(
@@ -161,10 +161,10 @@ def _new_training(
     """
     import torch
 
-    from bloodcells.config import TrainConfig
     from bloodcells.data import Transform, load_dataset
-    from bloodcells.devices import select_device
-    from bloodcells.models import build_model, get_spec
+    from bloodcells.models.registry import build_model, get_spec
+    from bloodcells.training.config import TrainConfig
+    from bloodcells.utils.devices import select_device
 
     if data is None:
         raise BloodcellsError("--data is required (or --resume RUN); see bloodcells train --help")
@@ -191,7 +191,7 @@ def _new_training(
 
 
 def _progress(label: str, plot: bool, run_dir: Path) -> list:
-    from bloodcells.live import PlotFiles, TerminalProgress
+    from bloodcells.viz.live import PlotFiles, TerminalProgress
 
     progress = TerminalProgress(err, label=label)
     return [progress, PlotFiles(run_dir)] if plot else [progress]
@@ -241,8 +241,8 @@ def lr_find_cmd(
     and suggests a third of the rate where the smoothed loss bottoms out: a peak for
     --schedule onecycle (train --recipe fast --lr). Nothing is saved but the plot (-o).
     """
-    from bloodcells.files import output_file
-    from bloodcells.lr_find import lr_find_figure, lr_range_test
+    from bloodcells.training.lr_find import lr_find_figure, lr_range_test
+    from bloodcells.utils.files import output_file
 
     target = output_file(output, "lr_find.png") if output is not None else None
     config, splits = _new_training(
@@ -273,7 +273,7 @@ def lr_find_cmd(
         f"--lr {result.suggestion:.2g}"
     )
     if target is not None:
-        from bloodcells.figures import save_figure
+        from bloodcells.viz.grids import save_figure
 
         title = f"{config.model}, batch {config.batch_size}, {splits.root.name}"
         out.print(str(save_figure(lr_find_figure(result, title), target)))
@@ -294,9 +294,9 @@ def evaluate_cmd(
     ] = False,
 ) -> None:
     """Accuracy, balanced accuracy, per-class scores and the confusion matrix of a run."""
-    from bloodcells.adapt import evaluate_run_adapted
-    from bloodcells.metrics import row_percentages
-    from bloodcells.runs import load_run
+    from bloodcells.analysis.evaluate import evaluate_run
+    from bloodcells.evaluation.metrics import row_percentages
+    from bloodcells.runs.folder import load_run
 
     loaded = load_run(run)
     if loaded.interrupted:
@@ -305,7 +305,7 @@ def evaluate_cmd(
             f"{loaded.epochs_target}; evaluating that epoch (finish it: "
             f"bloodcells train --resume {run})"
         )
-    m = evaluate_run_adapted(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
+    m = evaluate_run(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
     used = [name for name, on in (("TTA", tta), ("adapted BatchNorm", adapt_bn)) if on]
     how = f" with {' and '.join(used)}" if used else ""
     out.print(Text.assemble(bold(str(run)), f" on {m['data']} test split ({m['n']} images){how}"))

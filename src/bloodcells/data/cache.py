@@ -15,7 +15,7 @@ import torch
 
 from bloodcells.data.dataset import Dataset, Problem, Transform
 from bloodcells.errors import DataWarning
-from bloodcells.files import os_reason, save_torch_atomic
+from bloodcells.utils.files import os_reason, save_torch_atomic
 
 CACHE_FORMAT = 3  # bump when the cached tensors or paths change meaning (3: absolute paths)
 

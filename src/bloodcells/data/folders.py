@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from bloodcells.data.cache import cache_dir, cache_key, load_cached, save_cached
 from bloodcells.data.dataset import MIN_SIZE, Dataset, Problem, Splits, Transform
 from bloodcells.errors import DataError, DataWarning
-from bloodcells.files import os_reason
+from bloodcells.utils.files import os_reason
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")

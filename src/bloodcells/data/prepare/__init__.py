@@ -1,0 +1,1 @@
+"""Turning folders of images into the lab layout: split and its manifest."""

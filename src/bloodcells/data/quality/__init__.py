@@ -1,0 +1,1 @@
+"""What can silently inflate accuracy: duplicates, leaks, degenerate images."""

@@ -1,0 +1,1 @@
+"""Exercise 3 at scale: variants, sweep plans, sweeps and their comparison."""

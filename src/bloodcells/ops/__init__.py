@@ -1,0 +1,1 @@
+"""Batched image operations on tensors: transforms, augmentations, robustness shifts."""

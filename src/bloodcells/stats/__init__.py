@@ -1,0 +1,1 @@
+"""Statistics with no model in sight: intervals, adjusted counts, seed comparisons."""

@@ -1,0 +1,1 @@
+"""Training several runs of one architecture as one stacked network."""

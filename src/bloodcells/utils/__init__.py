@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: atomic files, devices and threads, folder locks, validation."""
