@@ -40,8 +40,9 @@ from torchvision import datasets, transforms
 from bloodcells.data import EPS, Transform
 from bloodcells.data.inputs import find_images
 from bloodcells.inference.csv_output import write_predictions
-from bloodcells.inference.predictor import CHUNK, Predictor, decode_workers
+from bloodcells.inference.predictor import CHUNK, Predictor
 from bloodcells.training.loop import TrainConfig, make_model
+from bloodcells.utils.devices import decode_workers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-wbc" / "all"
 SIZE = 32

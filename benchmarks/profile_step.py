@@ -21,11 +21,11 @@ from bloodcells.data import Transform, load_dataset
 from bloodcells.training.loop import (
     CHANNELS_LAST_MODELS,
     TrainConfig,
-    cpu_threads,
     make_model,
     make_optimizer,
     training_threads,
 )
+from bloodcells.utils.devices import cpu_threads
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc32"
 

@@ -19,14 +19,13 @@ from bloodcells.training.loop import (
     Callback,
     FitState,
     History,
-    cpu_threads,
     fit,
     make_model,
     make_optimizer,
     train_one_epoch,
     training_threads,
 )
-from bloodcells.utils.devices import check_device, select_device
+from bloodcells.utils.devices import check_device, cpu_threads, select_device
 
 
 def train_easy(root, **overrides):

@@ -27,3 +27,9 @@ class DataWarning(UserWarning):
 
 class TrainingWarning(UserWarning):
     """Training went on, but something looks wrong (a loss that exploded)."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What the system said, in a few lower-case words: "no space left on device"."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]

@@ -108,7 +108,7 @@ def print_error(message: str) -> None:
 def one_line(exc: Exception) -> str:
     """An error as one line; an OSError names its file and says what the system said."""
     if isinstance(exc, OSError) and not isinstance(exc, BloodcellsError):
-        from bloodcells.utils.files import os_reason
+        from bloodcells.errors import os_reason
 
         reason = os_reason(exc)
         return f"{exc.filename}: {reason}" if exc.filename else reason

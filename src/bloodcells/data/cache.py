@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from bloodcells.data.dataset import Dataset, Problem, Transform
-from bloodcells.errors import DataWarning
-from bloodcells.utils.files import os_reason, save_torch_atomic
+from bloodcells.errors import DataWarning, os_reason
+from bloodcells.utils.files import save_torch_atomic
 
 CACHE_FORMAT = 3  # bump when the cached tensors or paths change meaning (3: absolute paths)
 

@@ -29,8 +29,8 @@ from PIL import Image, UnidentifiedImageError
 
 from bloodcells.data.cache import cache_dir, cache_key, load_cached, save_cached
 from bloodcells.data.dataset import MIN_SIZE, Dataset, Problem, Splits, Transform
-from bloodcells.errors import DataError, DataWarning
-from bloodcells.utils.files import os_reason
+from bloodcells.errors import DataError, DataWarning, os_reason
+from bloodcells.utils.devices import decode_workers
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")
@@ -218,7 +218,7 @@ def decode_files(
     decoded = []
     if progress:
         progress(0, total)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         for result in pool.map(lambda f: _try_decode(f[0], transform), files):
             decoded.append(result)
             if progress:

@@ -28,6 +28,7 @@ import torch
 from bloodcells.data import Transform, decode_image, to_unit
 from bloodcells.data.folders import DECODE_ERRORS, IMAGE_SUFFIXES, is_hidden
 from bloodcells.errors import BloodcellsError
+from bloodcells.utils.devices import decode_workers
 
 # A bound on the images of one predict call: a million cells is a large sample; ten million
 # paths still fit in memory (about 1.5 GB of strings), more is almost surely a wrong folder.
@@ -157,7 +158,7 @@ def load_image(path: str, transform: Transform) -> torch.Tensor | str:
 
 def read_images(paths: Sequence[str], transform: Transform) -> torch.Tensor:
     """The readable ones of `paths` as raw images N×C×H×W in [0, 1] (decoded in threads)."""
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         decoded = list(pool.map(lambda p: load_image(p, transform), paths))
     images = [d for d in decoded if not isinstance(d, str)]
     if not images:

@@ -1,11 +1,8 @@
 """A PyTorch model as a Predictor's engine: images in, (logits, probabilities) out, computed as
-training and `evaluation.evaluate` compute them; and PyTorch's thread count for a while.
+training and `evaluation.evaluate` compute them.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch.nn import functional as F
@@ -31,17 +28,3 @@ class TorchEngine:
         starts = range(0, max(len(x), 1), step)
         logits = torch.cat([predict_logits(self.model, x[i : i + step]) for i in starts]).float()
         return logits.cpu(), F.softmax(logits, dim=1).cpu()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to `n` for a while (a process-wide setting)."""
-    before = torch.get_num_threads()
-    if n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

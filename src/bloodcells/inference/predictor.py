@@ -50,8 +50,9 @@ from bloodcells.evaluation.ood import (
     unlike_training,
 )
 from bloodcells.inference.count import DifferentialCount, Tally, differential_count
-from bloodcells.inference.engines import TorchEngine, torch_threads
+from bloodcells.inference.engines import TorchEngine
 from bloodcells.ops.image_ops import dihedral_views
+from bloodcells.utils.devices import cpu_threads, decode_workers
 
 MIN_CONFIDENCE = 0.5
 CHUNK = 512  # images decoded and predicted at a time (--batch-size)
@@ -59,10 +60,6 @@ MAX_CHUNK = 8192
 METADATA_KEY = "bloodcells"  # the JSON in ONNX metadata_props / TorchScript extra files
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 NOT_A_MODEL = "neither a run folder nor a model file exported by bloodcells export (.onnx, .pt)"
-
-
-def decode_workers() -> int:
-    return min(8, os.cpu_count() or 1)  # as when training decodes a dataset
 
 
 @dataclass
@@ -272,7 +269,7 @@ class Predictor:
             return [pool.submit(load_image, f, self.transform) for f in chunk]
 
         try:
-            with torch_threads(max(1, (os.cpu_count() or 1) - workers)):
+            with cpu_threads(max(1, (os.cpu_count() or 1) - workers)):
                 pending = decode(0)
                 for start in range(0, len(files), batch_size):
                     current, pending = pending, decode(start + batch_size)  # [] past the end

@@ -23,9 +23,9 @@ from torch import nn
 from bloodcells.training.config import TrainConfig
 from bloodcells.data import Splits, Transform, load_dataset
 from bloodcells.utils.devices import check_device, select_device
-from bloodcells.errors import ModelError, RunError
+from bloodcells.errors import ModelError, RunError, os_reason
 from bloodcells.evaluation.core import OOD_PERCENTILE
-from bloodcells.utils.files import os_reason, torch_bytes, write_atomic, write_together
+from bloodcells.utils.files import torch_bytes, write_atomic, write_together
 from bloodcells.models.registry import count_parameters
 from bloodcells.training.loop import (
     Callback,

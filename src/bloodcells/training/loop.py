@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -30,7 +30,7 @@ from bloodcells.models.registry import build_model, count_parameters
 from bloodcells.ops.augment import Augmenter
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
 from bloodcells.training.recipes import schedule_factor
-from bloodcells.utils.devices import select_device
+from bloodcells.utils.devices import cpu_threads, select_device
 
 # An epoch's mean train loss above EXPLOSION_FACTOR × ln(classes), the loss of a uniform
 # guess, warns: the loss exploded (a too-high learning rate) without becoming NaN.
@@ -326,20 +326,6 @@ def to_channels_last(model: nn.Module, optimizer: torch.optim.Optimizer) -> None
         for key, value in param_state.items():
             if isinstance(value, torch.Tensor) and value.dim() == 4:
                 param_state[key] = value.contiguous(memory_format=torch.channels_last)
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op CPU threads set to `threads` (None: unchanged) for the block."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:

@@ -19,8 +19,8 @@ from torch.nn import functional as F
 from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
-from bloodcells.training.loop import cpu_threads, make_model, make_optimizer, training_threads
-from bloodcells.utils.devices import select_device
+from bloodcells.training.loop import make_model, make_optimizer, training_threads
+from bloodcells.utils.devices import cpu_threads, select_device
 
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
 STOP_FACTOR = 4.0  # stop when the smoothed loss is over this × its minimum

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from bloodcells.errors import BloodcellsError, DataError, DataWarning
+from bloodcells.errors import BloodcellsError, DataError, DataWarning, os_reason
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 # Who fills a staging folder, so that a later one can tell a killed writer's leftovers.
@@ -193,9 +193,3 @@ def output_file(
         )
     check_output_folder(path.parent)
     return path
-
-
-def os_reason(exc: OSError) -> str:
-    """What the system said, in a few lower-case words: "no space left on device"."""
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]

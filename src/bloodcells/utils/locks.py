@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bloodcells.errors import RunError
-from bloodcells.utils.files import os_reason
+from bloodcells.errors import RunError, os_reason
 
 try:
     import fcntl

@@ -33,8 +33,8 @@ from bloodcells.data.prepare.split_plan import (
     compile_group_regex,
     unique_names,
 )
-from bloodcells.errors import DataError, DataWarning
-from bloodcells.utils.files import check_output_folder, os_reason, staged_folder, write_json
+from bloodcells.errors import DataError, DataWarning, os_reason
+from bloodcells.utils.files import check_output_folder, staged_folder, write_json
 
 SETTINGS = "split.json"
 MANIFEST_COLUMNS = ("file", "class", "split", "group", "source")

@@ -33,6 +33,7 @@ from PIL import Image
 from bloodcells.data.dataset import Splits, standardize, to_unit
 from bloodcells.data.folders import DECODE_ERRORS, SPLITS, scan_split
 from bloodcells.errors import DataError
+from bloodcells.utils.devices import decode_workers
 
 BLOCK = 1024  # test images per matrix multiply
 MAX_LISTED = 1000  # entries per list in the report (counts are always complete)
@@ -67,7 +68,7 @@ def file_infos(root: Path) -> list[FileInfo]:
             size = ""
         return FileInfo(rel(root, path), split, cls, hashlib.sha256(data).hexdigest(), size)
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         return list(pool.map(read, entries))
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from bloodcells.errors import DataError
-from bloodcells.utils.files import os_reason, staged_folder
+from bloodcells.errors import DataError, os_reason
+from bloodcells.utils.files import staged_folder
 
 MAX_BYTES = 2 * 1024**3  # unpacked: far more than 32×32 lab patches need; a bomb stops here
 MAX_ENTRIES = 500_000  # files and folders in the archive

@@ -61,7 +61,6 @@ from bloodcells.training.loop import (
     EpochResult,
     FitState,
     History,
-    cpu_threads,
     diverged_message,
     exploded,
     explosion_message,
@@ -70,7 +69,7 @@ from bloodcells.training.loop import (
 from bloodcells.training.recipes import schedule_factor
 from bloodcells.training.stacked.layers import Slot, Stack
 from bloodcells.training.stacked.plan import stack_key
-from bloodcells.utils.devices import select_device
+from bloodcells.utils.devices import cpu_threads, select_device
 
 
 def fit_memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
