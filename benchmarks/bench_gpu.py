@@ -25,7 +25,8 @@ from lab_loop import LabLoopResult, lab_loop
 from torch import nn
 
 from bloodcells.data import Transform, load_dataset
-from bloodcells.training.loop import TrainConfig, fit, make_model
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import fit, make_model
 
 LAB_IMAGES = 16_742  # the lab's training set; s/epoch is also given scaled to it
 MODELS = ("simple", "advanced", "vgg16")

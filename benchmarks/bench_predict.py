@@ -41,7 +41,8 @@ from bloodcells.data import EPS, Transform
 from bloodcells.data.inputs import find_images
 from bloodcells.inference.csv_output import write_predictions
 from bloodcells.inference.predictor import CHUNK, Predictor
-from bloodcells.training.loop import TrainConfig, make_model
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import make_model
 from bloodcells.utils.devices import decode_workers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-wbc" / "all"

@@ -19,7 +19,9 @@ from lab_loop import LabLoopResult, lab_loop
 from timing import Ratio, alternate, load_average, median, noise
 
 from bloodcells.data import Splits, Transform, load_dataset
-from bloodcells.training.loop import Callback, TrainConfig, fit, make_model
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import fit, make_model
+from bloodcells.training.records import Callback
 from bloodcells.utils.devices import cpu_threads
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc32"

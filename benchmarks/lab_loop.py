@@ -19,7 +19,8 @@ from torchvision import datasets, transforms
 
 from bloodcells.data import EPS
 from bloodcells.models.registry import get_spec
-from bloodcells.training.loop import TrainConfig, make_model
+from bloodcells.training.config import TrainConfig
+from bloodcells.training.loop import make_model
 
 LAB_BATCH = 8
 

@@ -18,9 +18,9 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from bloodcells.data import Transform, load_dataset
+from bloodcells.training.config import TrainConfig
 from bloodcells.training.loop import (
     CHANNELS_LAST_MODELS,
-    TrainConfig,
     make_model,
     make_optimizer,
     training_threads,

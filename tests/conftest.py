@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bloodcells.data import load_dataset
-from bloodcells.runs.folder import start_training
+from bloodcells.runs import start_training
 from bloodcells.training.loop import TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

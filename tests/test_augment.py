@@ -73,7 +73,7 @@ def test_spec_writes_every_strength_and_reads_back():
         ("hue", 1, "hue needs RGB images"),
         ("robust,stain", 1, "stain needs RGB images"),
         ("flip,flip", 1, "flip is given twice"),
-        (" , ", 1, "--augment is empty"),
+        (" , ", 1, "augment is empty"),
         ("lab,flip", 1, "give it alone"),
         ("flip=2", 1, "flip takes no strength"),
         ("blur=nan", 1, "blur strength must be a number above 0 and at most 3"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -312,6 +313,21 @@ def test_bad_options_are_one_line(src, tmp_path, args, message):
     result = invoke(src, tmp_path / "out", *args)
     one_line_error(result, message)
     assert left_over(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tile": 0}, "'tile' must be between 4 and 1024, not 0"),
+        ({"tile": 11, "crop": 2}, "'crop' must be 0 (whole tile) or 4 to 11, not 2"),
+        ({"tile": 1000, "grid": 100}, "'tile' × 'grid' is 100000 pixels a side"),
+        ({"test_donors": ("D1",), "test_fraction": 0.2}, "give test_donors or test_fraction"),
+        ({"test_donors": ("D1", "D1")}, "test_donors names a donor twice"),
+    ],
+)
+def test_python_errors_name_the_parameters(options, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        ImportConfig(**options)
 
 
 def test_src_not_in_the_layout(tmp_path):

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from bloodcells.cli import app
 from bloodcells.data import Transform, load_dataset
-from bloodcells.data.quality.check import check_dataset, worth_checking
-from bloodcells.errors import DataWarning
+from bloodcells.data.quality.check import check_dataset, check_threshold, worth_checking
+from bloodcells.errors import DataError, DataWarning
 from tests.conftest import easy_image, write_layout
 
 runner = CliRunner()
@@ -204,7 +204,9 @@ def test_threshold_outside_0_1_is_one_line(planted):
         result = invoke("data", "check", planted, "--threshold", bad)
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
-        assert "--threshold" in result.output
+        assert f"--threshold {float(bad)}: must be above 0" in result.output
+    with pytest.raises(DataError, match=r"^threshold=1.5: must be above 0"):
+        check_threshold(1.5)  # Python names the parameter
 
 
 def test_a_folder_not_in_the_lab_layout_is_one_line(tmp_path):

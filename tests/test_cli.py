@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from typer.testing import CliRunner
@@ -38,6 +39,23 @@ def test_models_lists_parameter_counts():
     assert result.exit_code == 0
     for text in ("simple", "1,135", "advanced", "153,061", "vgg16", "15,245,125"):
         assert text in result.output
+
+
+def test_the_cli_shows_warnings_its_way_only_while_a_command_runs(monkeypatch):
+    import bloodcells.cli.models as models_cli
+    from bloodcells.errors import DataWarning
+
+    class WarningTable(models_cli.Table):
+        def __init__(self, *args, **kwargs):
+            warnings.warn("a table that warns", DataWarning, stacklevel=2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(models_cli, "Table", WarningTable)
+    before = warnings.showwarning
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    assert "warning: a table that warns" in result.output  # the CLI's one line, on stderr
+    assert warnings.showwarning is before  # and the caller's way back afterwards
 
 
 def test_shapes_traces_every_layer_exercise_1():

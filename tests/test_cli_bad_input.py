@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from bloodcells.cli.base import one_line
-from bloodcells.runs.folder import start_training
-from bloodcells.training.loop import Callback, TrainConfig
+from bloodcells.runs import start_training
+from bloodcells.training import Callback, TrainConfig
 from tests.conftest import write_layout
 from tests.helpers import invoke, one_line_error
 
@@ -122,7 +122,7 @@ def test_resume_refuses_options_it_would_ignore(one_epoch_run, option):
         (["--device", "mps"], "unsupported device 'mps'"),
         (["--device", "meta"], "unsupported device 'meta'"),
         (["--seed", str(2**70)], "seed"),
-        (["--size", "100000"], "image size"),
+        (["--size", "100000"], "--size must be 4 to 512"),
         (["--size", "6"], "too small"),
         (["--epochs", "0"], "epochs"),
     ],
@@ -178,7 +178,7 @@ def test_preview_caps_per_class_at_the_images_there(odd_root, tmp_path):
     [
         (["data", "synth", "DEST", "--per-class", "-1"], "per-class"),
         (["data", "synth", "DEST", "--size", "100000"], "size"),
-        (["lab", "--epochs", "0"], "epochs must be between 1"),
+        (["lab", "--epochs", "0"], "epochs must be at least 1"),
         (["shapes", "advanced", "--size", "8"], "too small"),
     ],
 )

@@ -14,8 +14,9 @@ from bloodcells.cli import app
 from bloodcells.errors import BloodcellsError
 from bloodcells.experiments.compare import Scored, compare_runs
 from bloodcells.experiments.variants import variant_name
-from bloodcells.runs.folder import History, Run
+from bloodcells.runs import Run, RunInfo, RunMetrics, SweepMember
 from bloodcells.stats.seeds import Summary, paired_difference, summarize, verdict
+from bloodcells.training import History
 from bloodcells.training.config import TrainConfig
 from bloodcells.viz.compare import comparison_figure, reading, table_rows
 
@@ -102,10 +103,10 @@ def test_two_seeds_get_no_interval_and_no_verdict():
 def fake_run(seed=0, data="/data/a", classes=("x", "y"), accuracy=0.9, name=None, **config):
     """A finished run as load_run reads one, without files."""
     cfg = TrainConfig(seed=seed, epochs=2, **config)
-    metrics = {"status": "finished", "accuracy": accuracy, "balanced_accuracy": accuracy}
-    info = {"sweep": {"variant": name}} if name else {}
+    metrics = RunMetrics(status="finished", accuracy=accuracy, balanced_accuracy=accuracy)
+    info = RunInfo(cfg, list(classes), data, sweep=SweepMember(variant=name) if name else None)
     path = Path(f"/runs/{name or 'r'}-{seed}")
-    run = Run(path, cfg, list(classes), data, History(), metrics, info)
+    run = Run(path, info, metrics, History())
     return Scored(run, seed, accuracy, name or variant_name(cfg))
 
 
@@ -234,7 +235,7 @@ def test_compare_command_refuses_in_one_line(tmp_path):
 def test_a_run_saved_before_recipes_joins_its_group():
     new = fake_run(seed=0, accuracy=0.9)
     old = fake_run(seed=1, accuracy=0.8)
-    old.run.config = TrainConfig.from_saved({"model": "advanced", "seed": 1, "lr": None})
+    old.run.info.config = TrainConfig.from_saved({"model": "advanced", "seed": 1, "lr": None})
     old.run.config.epochs = new.run.config.epochs
     result = compare_runs([new, old])
     assert [g["n"] for g in result["groups"]] == [2]

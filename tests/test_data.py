@@ -302,7 +302,7 @@ def test_an_image_over_the_pixel_limit_pil_only_warns_about_is_skipped_by_name(
 
 @pytest.mark.parametrize("size", [3, 513, 100_000])
 def test_image_size_is_bounded(size):
-    with pytest.raises(DataError, match=r"image size must be 4 to 512 pixels"):
+    with pytest.raises(DataError, match=r"size must be 4 to 512 pixels"):
         Transform(size=size)
 
 

@@ -191,7 +191,7 @@ def test_good_zip_is_unpacked_with_a_record_of_its_sha256(server, tmp_path, priv
 def test_the_cache_is_used_and_overwrite_replaces(server, tmp_path):
     url = server.serve("/lab.zip", good_zip())
     download_lab(tmp_path, url, progress=False, say=lambda s: None)
-    with pytest.raises(DataError, match="exists; remove it, or pass --overwrite"):
+    with pytest.raises(DataError, match="exists; remove it, or pass overwrite=True"):
         download_lab(tmp_path, url, progress=False, say=lambda s: None)
     (tmp_path / "bloodcells_small" / "train" / "B" / "mine.png").write_bytes(png(99))
     said = []
@@ -510,6 +510,13 @@ def test_a_stalled_server_is_named_as_reached_and_stopped(
         download_lab(tmp_path / "d", url, progress=False, say=lambda s: None, read_timeout=0.3)
     assert server.requests["/lab.zip"] == 1
     assert left_over(tmp_path) == [] and cached_files(private_cache) == []
+
+
+def test_python_errors_name_the_parameters(tmp_path):
+    with pytest.raises(DataError, match=r"^'url' must be a URL or a path of 1 to 2048"):
+        download_lab(tmp_path, "x" * 3000, say=lambda s: None)
+    with pytest.raises(DataError, match=r"^'sha256' must be 64 hexadecimal digits, not abc"):
+        download.check_sha256("abc")
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,9 @@ def test_evaluate_is_what_the_run_recorded_for_its_last_epoch(trained):
     run, splits = trained
     result = evaluate(run.load_model(), splits.test)
     assert result.paths == splits.test.paths and result.classes == run.classes
-    assert result.confusion() == run.metrics["confusion_matrix"]
-    assert result.metrics()["accuracy"] == pytest.approx(run.metrics["accuracy"])
-    assert result.loss == pytest.approx(run.metrics["dev_loss"], rel=1e-5)
+    assert result.confusion() == run.metrics.confusion_matrix
+    assert result.metrics()["accuracy"] == pytest.approx(run.metrics.accuracy)
+    assert result.loss == pytest.approx(run.metrics.dev_loss, rel=1e-5)
 
 
 def test_an_empty_dataset_evaluates_to_nothing(trained):
@@ -97,18 +97,31 @@ def test_an_empty_dataset_evaluates_to_nothing(trained):
 
 def test_the_run_records_where_unlike_training_begins(trained):
     run, splits = trained
-    recorded = run.metrics["unlike_training"]
-    assert recorded["score"] == "energy" and recorded["percentile"] == 95.0
+    recorded = run.metrics.unlike_training
+    assert recorded.score == "energy" and recorded.percentile == 95.0
     result = evaluate(run.load_model(), splits.test)
-    assert recorded["threshold"] == pytest.approx(result.unlike_training_threshold(), rel=1e-5)
-    flagged = energy_score(result.logits) > recorded["threshold"]
+    assert recorded.threshold == pytest.approx(result.unlike_training_threshold(), rel=1e-5)
+    flagged = energy_score(result.logits) > recorded.threshold
     assert 0 < float(flagged.float().mean()) <= 0.1  # about 5% of the dev set, by construction
+
+
+def test_the_run_records_the_dev_share_either_rule_flags(trained):
+    from bloodcells.evaluation.ood import flagged_share
+    from bloodcells.inference.engines import TorchEngine
+
+    run, splits = trained
+    recorded = run.metrics.unlike_training
+    measured = flagged_share(
+        TorchEngine(run.load_model()), splits.test.images, recorded.threshold, recorded.pixel_range
+    )
+    assert recorded.dev_flagged == pytest.approx(measured, abs=1 / len(splits.test))
+    assert 0 < recorded.dev_flagged <= 0.15  # 5% by the energy score, a few by the pixels
 
 
 def test_noise_and_flat_images_score_as_unlike_training(trained):
     run = trained[0]
     model = run.load_model()
-    threshold = run.metrics["unlike_training"]["threshold"]
+    threshold = run.metrics.unlike_training.threshold
     generator = torch.Generator().manual_seed(0)
     noise = torch.rand(8, 1, 32, 32, generator=generator)
     flat = torch.full((4, 1, 32, 32), 0.5)
@@ -122,9 +135,9 @@ def test_the_run_records_its_training_images_pixel_range(trained, tmp_path):
     from bloodcells.inference.predictor import Predictor
 
     run, splits = trained
-    assert run.metrics["unlike_training"]["pixel_range"] == pixel_range(splits.train.images)
+    assert run.metrics.unlike_training.pixel_range == pixel_range(splits.train.images)
     moved = tmp_path / "run"
     shutil.copytree(run.path, moved)
     config = json.loads((moved / "config.json").read_text())
     (moved / "config.json").write_text(json.dumps(config | {"data_root": str(tmp_path / "gone")}))
-    assert Predictor.from_path(moved).pixel_range == run.metrics["unlike_training"]["pixel_range"]
+    assert Predictor.from_path(moved).pixel_range == run.metrics.unlike_training.pixel_range

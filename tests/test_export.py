@@ -16,15 +16,11 @@ from bloodcells.data import load_dataset, to_unit
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation.core import evaluate
 from bloodcells.inference import export as export_module
-from bloodcells.inference.export import (
-    EXTRA_FILE,
-    RawImageModel,
-    card_path,
-    export_run,
-    load_export,
-)
-from bloodcells.inference.predictor import METADATA_KEY, Predictor
-from bloodcells.runs.folder import load_run, start_training
+from bloodcells.inference.engines import METADATA_KEY, load_export
+from bloodcells.inference.engines.base import EXTRA_FILE
+from bloodcells.inference.export import RawImageModel, card_path, export_run
+from bloodcells.inference.predictor import Predictor
+from bloodcells.runs import load_run, start_training
 from bloodcells.training.loop import TrainConfig
 from tests.conftest import write_layout
 from tests.helpers import invoke, one_line_error
@@ -85,8 +81,8 @@ def test_the_metadata_travels_in_the_file(exported, run):
         assert (meta["size"], meta["channels"]) == (32, 1)
         assert meta["data"] == "easy" and meta["bloodcells"]
         assert "(x - mean) / (std + 1e-06)" in meta["standardization"]
-        assert meta["dev"]["confusion_matrix"] == run.metrics["confusion_matrix"]
-        threshold = run.metrics["unlike_training"]["threshold"]
+        assert meta["dev"]["confusion_matrix"] == run.metrics.confusion_matrix
+        threshold = run.metrics.unlike_training.threshold
         assert meta["unlike_training"]["threshold"] == threshold
         assert set(meta["unlike_training"]["pixel_range"]) >= {"mean", "std"}
         assert meta["counts"]["train"] == {"bar": 40, "disc": 40, "square": 40}
@@ -127,7 +123,7 @@ def test_the_model_card(exported, run):
         "Together the two flag",
     ):
         assert part in card, part
-    per_class = run.metrics["per_class"]["disc"]
+    per_class = run.metrics.per_class["disc"]
     assert f"| disc | {per_class['precision']:.3f} | {per_class['recall']:.3f}" in card
 
 
@@ -145,6 +141,16 @@ def test_an_existing_file_or_foreign_card_needs_overwrite(exported, run, tmp_pat
     assert result.exit_code == 0, result.output
     assert "check skipped (--no-check)" in result.output
     assert "bloodcells model card" in (mine / "m.card.md").read_text()
+    with pytest.raises(BloodcellsError, match="exists; pass overwrite=True to replace it"):
+        export_run(run, "onnx", folder / "model.onnx")  # Python names its parameter
+
+
+def test_adapt_batchnorm_needs_a_run_folder(exported, trained, tmp_path):
+    cells = trained[1].test.paths[:2]
+    with pytest.raises(BloodcellsError, match="adapt_batchnorm needs a run folder"):
+        Predictor.from_path(exported[0] / "model.pt").adapt_batchnorm(torch.rand(2, 1, 32, 32))
+    result = invoke("predict", exported[0] / "model.pt", *cells, "-o", tmp_path, "--adapt-bn")
+    one_line_error(result, "model.pt: --adapt-bn needs a run folder (an exported file is fixed)")
 
 
 def test_a_missing_export_package_is_one_line(run, tmp_path, monkeypatch):
@@ -185,6 +191,9 @@ def test_an_exporter_failure_is_one_line(run, tmp_path, monkeypatch):
         invoke("export", run.path, "-o", tmp_path), "torch could not export this model to onnx"
     )
     assert not any(tmp_path.iterdir())
+    one_line_error(invoke("export", run.path, "-o", tmp_path), "or --debug for the details")
+    with pytest.raises(BloodcellsError, match=r"aten::something\); try the other format$"):
+        export_run(run, "onnx", tmp_path / "m.onnx")  # no CLI flag named in Python
 
 
 def test_without_the_data_the_check_says_it_could_not_run(tmp_path):
@@ -197,7 +206,7 @@ def test_without_the_data_the_check_says_it_could_not_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert "the check could not run" in result.output and "no such folder" in result.output
     predictor = Predictor.from_path(run.path / "model.pt")  # the range was recorded in training
-    assert predictor.pixel_range == run.metrics["unlike_training"]["pixel_range"]
+    assert predictor.pixel_range == run.metrics.unlike_training.pixel_range
     assert not any("brightness and contrast is off" in note for note in predictor.notes)
     assert "(no mean range recorded" not in (run.path / "model.card.md").read_text()
 

@@ -14,13 +14,25 @@ from bloodcells.cli import app
 from bloodcells.data.sources.synthetic import SynthConfig
 from bloodcells.errors import BloodcellsError
 from bloodcells.lab import LabConfig, plan, run_lab
+from tests.conftest import write_layout
 
 runner = CliRunner()
 
 
-def test_lab_on_given_data_writes_one_report_and_a_run_per_model(easy_root, tmp_path):
-    config = LabConfig(data=easy_root, models=("simple", "advanced"), epochs=1, out=tmp_path)
-    result = run_lab(config, say=lambda text: None)
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The lab of the simple and advanced CNNs, one epoch each, on the easy set: run once."""
+    root = write_layout(tmp_path_factory.mktemp("data") / "easy")
+    config = LabConfig(
+        data=root, models=("simple", "advanced"), epochs=1, out=tmp_path_factory.mktemp("runs")
+    )
+    with pytest.MonkeyPatch.context() as patch:  # a private dataset cache, as every test's
+        patch.setenv("BLOODCELLS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return run_lab(config, say=lambda text: None)
+
+
+def test_lab_on_given_data_writes_one_report_and_a_run_per_model(lab):
+    result = lab
     assert not result.synthetic
     assert set(result.runs) == {"simple", "advanced"}
     assert all(run.path.parent == result.lab_dir for run in result.runs.values())
@@ -28,7 +40,7 @@ def test_lab_on_given_data_writes_one_report_and_a_run_per_model(easy_root, tmp_
     assert 'http-equiv="refresh"' not in html  # finished: no more reloading
     assert 'id="robustness"' in html and 'id="robustness-plot"' in html
     saved = json.loads((result.lab_dir / "lab.json").read_text())["robustness"]
-    best = max(result.runs.values(), key=lambda run: run.metrics["accuracy"])
+    best = max(result.runs.values(), key=lambda run: run.metrics.accuracy)
     assert saved["run"] == str(best.path) and saved["results"]["plain"]["clean"]["accuracy"] > 0
     assert "simple" in html and "advanced" in html
     assert "synthetic demo data" not in html.lower()
@@ -37,9 +49,8 @@ def test_lab_on_given_data_writes_one_report_and_a_run_per_model(easy_root, tmp_
     assert "Grad-CAM of the advanced model" in html
 
 
-def test_the_lab_folder_alone_makes_the_same_page_again(easy_root, tmp_path):
-    config = LabConfig(data=easy_root, models=("simple", "advanced"), epochs=1, out=tmp_path)
-    result = run_lab(config, say=lambda text: None)
+def test_the_lab_folder_alone_makes_the_same_page_again(lab, tmp_path):
+    result = lab
     kept = sorted(p.name for p in (result.lab_dir / "figures").iterdir())
     assert kept == ["gradcam.png", "predictions.png", "samples.png", "top_losses.png"]
     assert (result.lab_dir / "lab.json").is_file()
@@ -51,7 +62,7 @@ def test_the_lab_folder_alone_makes_the_same_page_again(easy_root, tmp_path):
 
 
 def test_a_lab_stopped_early_says_so_and_stops_reloading(easy_root, tmp_path):
-    from bloodcells.training.loop import Callback
+    from bloodcells.training import Callback
 
     class Stop(Callback):
         def on_epoch_end(self, state):
@@ -135,7 +146,7 @@ def test_the_reproduce_command_quotes_paths_for_a_shell(easy_root, tmp_path, mon
 
 
 def test_lab_epochs_zero_is_refused_not_read_as_the_default():
-    with pytest.raises(BloodcellsError, match="epochs must be between 1"):
+    with pytest.raises(BloodcellsError, match="epochs must be at least 1"):
         LabConfig(epochs=0)
 
 

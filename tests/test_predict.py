@@ -25,7 +25,7 @@ from bloodcells.inference import predictor as predict_module
 from bloodcells.inference.count import Tally, differential_count
 from bloodcells.inference.csv_output import PredictionInterrupted, partial_path, write_predictions
 from bloodcells.inference.predictor import Predictor
-from bloodcells.runs.folder import start_training
+from bloodcells.runs import start_training
 from bloodcells.training.loop import TrainConfig
 from tests.conftest import easy_image
 from tests.helpers import invoke, one_line_error
@@ -314,7 +314,7 @@ def test_adjusted_count_is_closer_to_a_shifted_mix_than_the_raw(tmp_path):
     raw = sum(abs(c.percent / 100 - shares[c.name]) for c in count.classes)
     adjusted = sum(abs(c.adjusted / 100 - shares[c.name]) for c in count.classes)
     print(  # shown with pytest -s, and on failure
-        f"\nshifted mix: dev accuracy {run.metrics['accuracy']:.3f}; truth "
+        f"\nshifted mix: dev accuracy {run.metrics.accuracy:.3f}; truth "
         + ", ".join(f"{c} {100 * s:.1f}%" for c, s in shares.items())
         + "; raw "
         + ", ".join(f"{c.name} {c.percent:.1f}%" for c in count.classes)
@@ -322,7 +322,7 @@ def test_adjusted_count_is_closer_to_a_shifted_mix_than_the_raw(tmp_path):
         + ", ".join(f"{c.name} {c.adjusted:.1f}%" for c in count.classes)
         + f"; L1 error raw {raw:.3f}, adjusted {adjusted:.3f}"
     )
-    assert run.metrics["accuracy"] < 0.97  # the test means nothing for a perfect classifier
+    assert run.metrics.accuracy < 0.97  # the test means nothing for a perfect classifier
     assert adjusted < raw
     for c in count.classes:
         assert c.adjusted_low <= c.adjusted <= c.adjusted_high
@@ -438,8 +438,7 @@ def test_tta_averages_the_dihedral_views_and_adapt_bn_leaves_the_run_alone(train
     run, splits = trained
     images = to_unit(splits.test.images[:6])
     plain = Predictor.from_path(run.path)
-    tta = Predictor.from_path(run.path)
-    tta.tta = True
+    tta = Predictor.from_path(run.path, tta=True)
     logits, probabilities = tta.outputs(images)
     views = torch.stack([plain.outputs(view)[1] for view in dihedral_views(images)])
     assert torch.allclose(probabilities, views.mean(0), atol=1e-6)

@@ -13,11 +13,12 @@ from typer.testing import CliRunner
 from bloodcells.cli import app
 from bloodcells.data import load_dataset
 from bloodcells.errors import BloodcellsError
-from bloodcells.runs.folder import resume_training, start_training
+from bloodcells.runs import resume_training, start_training
 from bloodcells.training.config import TrainConfig
-from bloodcells.training.loop import Callback, fit, make_model
+from bloodcells.training.loop import fit, make_model
 from bloodcells.training.lr_find import lr_range_test
 from bloodcells.training.recipes import LR_FIND, RECIPE_FIELDS, RECIPES, schedule_factor
+from bloodcells.training.records import Callback
 
 runner = CliRunner()
 
@@ -187,7 +188,7 @@ def test_amp_without_a_gpu_is_refused_before_training(easy_root, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     splits = load_dataset(easy_root)
     config = TrainConfig(model="simple", epochs=1, amp=True)
-    with pytest.raises(BloodcellsError, match=r"amp \(bf16 autocast\) needs a CUDA device"):
+    with pytest.raises(BloodcellsError, match=r"^amp \(bf16 autocast\) needs a CUDA GPU"):
         fit(make_model(config, 3), splits.train, splits.test, config)
     result = invoke("train", "--data", easy_root, "--amp", "--out", easy_root.parent / "runs")
     assert result.exit_code == 2 and "--amp (bf16 autocast) needs a CUDA GPU" in result.output

@@ -32,9 +32,9 @@ from bloodcells.report.sources import (
     read_extras,
     save_extras,
 )
-from bloodcells.runs.folder import Run, new_run_dir, start_training
+from bloodcells.runs import Run, RunInfo, RunMetrics, new_run_dir, start_training
 from bloodcells.training.config import TrainConfig
-from bloodcells.training.loop import Callback, EpochResult, FitState, History
+from bloodcells.training.records import Callback, EpochResult, FitState, History
 
 CLASSES = ["B", "T", "eosinophil", "monocyte", "neutrophil"]
 BUNDLE_HEAD = plotly.offline.get_plotlyjs()[:200]
@@ -112,16 +112,18 @@ def fake_run(
     metrics = classification_metrics(np.repeat(true, counts), np.repeat(pred, counts), classes)
     seconds = sum(e.seconds for e in epochs)
     metrics |= {"status": status, "epoch": n_epochs, "epochs": n_epochs, "train_seconds": seconds}
-    info = {
-        "parameters": 1000 * (seed + 1),
-        "device": "cpu",
-        "learning_rate": 0.001,
-        "command": ["bloodcells", "train", "--model", model],
-        "versions": {"bloodcells": "0.1.0", "torch": "2"},
-    }
-    config = TrainConfig(model=model, epochs=n_epochs)
+    info = RunInfo(
+        config=TrainConfig(model=model, epochs=n_epochs),
+        classes=list(classes),
+        data_root="data/demo",
+        parameters=1000 * (seed + 1),
+        device="cpu",
+        learning_rate=0.001,
+        command=["bloodcells", "train", "--model", model],
+        versions={"bloodcells": "0.1.0", "torch": "2"},
+    )
     path = Path("runs") / (folder or model)
-    return Run(path, config, list(classes), "data/demo", History(epochs), metrics, info)
+    return Run(path, info, RunMetrics.from_dict(metrics), History(epochs))
 
 
 def lab_runs(models: dict[str, float] = MODELS, **options) -> list[Run]:
@@ -231,9 +233,9 @@ def test_comparison_lists_every_model_and_marks_the_best(finished):
     table = section(page, "comparison")
     for run in runs:
         assert run.config.model in table
-        assert f"{run.metrics['accuracy']:.1%}" in table
-        assert f"{run.metrics['balanced_accuracy']:.1%}" in table
-    best = max(runs, key=lambda r: r.metrics["accuracy"]).config.model
+        assert f"{run.metrics.accuracy:.1%}" in table
+        assert f"{run.metrics.balanced_accuracy:.1%}" in table
+    best = max(runs, key=lambda r: r.metrics.accuracy).config.model
     assert re.search(rf'<tr class="best"><td><a [^>]*>{best}</a>', table)
     assert "VGG16 trained on a CPU subset" in table
     assert "guessing uniformly scores 20.0%" in table
@@ -357,7 +359,7 @@ def test_the_lab_page_is_rendered_from_the_runs_after_every_epoch(easy, tmp_path
     finished = page.path.read_text()
     assert 'http-equiv="refresh"' in finished  # the next model may follow
     assert "● live — advanced: training, epoch 1 of 1" in finished
-    assert f"{run.metrics['accuracy']:.1%}" in section(finished, "comparison")
+    assert f"{run.metrics.accuracy:.1%}" in section(finished, "comparison")
     page.write(live=False)
     assert "http-equiv" not in page.path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["lab.json", "report.html"]

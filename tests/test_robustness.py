@@ -16,7 +16,7 @@ from bloodcells.data import Transform, load_dataset
 from bloodcells.errors import BloodcellsError
 from bloodcells.evaluation.core import evaluate
 from bloodcells.ops.shifts import SEVERITIES, SHIFTS, shift_images, to_channels
-from bloodcells.runs.folder import start_training
+from bloodcells.runs import start_training
 from bloodcells.training.loop import TrainConfig
 from bloodcells.viz.robustness import robustness_figure
 from tests.conftest import easy_image, write_layout

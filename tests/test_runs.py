@@ -17,9 +17,9 @@ import torch
 from bloodcells.data import load_dataset
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.evaluation.core import evaluate
-from bloodcells.runs.folder import load_run, resume_training, start_training
+from bloodcells.runs import load_run, resume_training, start_training
 from bloodcells.training.config import TrainConfig
-from bloodcells.training.loop import Callback
+from bloodcells.training.records import Callback
 from bloodcells.utils.files import write_atomic
 from bloodcells.utils.locks import LOCK_FILE, folder_lock
 from tests.helpers import invoke, one_line_error
@@ -103,12 +103,12 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_numbers(easy_root,
     (interrupted,) = (tmp_path / "b").iterdir()
     kept = load_run(interrupted)
     assert len(kept.history) == 2  # every finished epoch, nothing of the broken one
-    assert kept.metrics["status"] == "interrupted"
+    assert kept.metrics.status == "interrupted"
     resumed = resume_training(interrupted, epochs=4)
     assert resumed.history.column("dev_loss") == straight.history.column("dev_loss")
     assert resumed.history.column("train_loss") == straight.history.column("train_loss")
-    assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
-    assert resumed.config.epochs == 4 and resumed.metrics["status"] == "finished"
+    assert resumed.metrics.accuracy == straight.metrics.accuracy
+    assert resumed.config.epochs == 4 and resumed.metrics.status == "finished"
 
 
 def test_resume_beyond_a_finished_run_continues_it(easy_root, tmp_path):
@@ -127,7 +127,7 @@ def test_resume_without_epochs_trains_to_the_runs_own_target(easy_root, tmp_path
     assert len(load_run(run_dir).history) == 1
     resumed = resume_training(run_dir)
     assert [e.epoch for e in resumed.history.epochs] == [1, 2, 3]
-    assert resumed.metrics["status"] == "finished" and resumed.config.epochs == 3
+    assert resumed.metrics.status == "finished" and resumed.config.epochs == 3
     with pytest.raises(RunError, match=r"finished.*pass epochs above 3"):
         resume_training(run_dir)
     with pytest.raises(TypeError):  # the run's own model, learning rate, seed: nothing else
@@ -143,7 +143,7 @@ def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("bloodcells.runs.folder.os.replace", crash)
+    monkeypatch.setattr("bloodcells.utils.files.os.replace", crash)
     with pytest.raises(OSError):
         write_atomic(target, '{"epoch": 2, "half')
     assert json.loads(target.read_text()) == {"epoch": 1}
@@ -156,7 +156,7 @@ def test_every_epoch_leaves_a_complete_readable_run(easy_root, tmp_path):
         def on_epoch_end(self, state):
             seen.append(len(load_run(run_dir).history))
 
-    from bloodcells.runs.folder import RunWriter, new_run_dir
+    from bloodcells.runs import RunWriter, new_run_dir
     from bloodcells.training.loop import fit, make_model
 
     splits = load_dataset(easy_root)
@@ -183,7 +183,7 @@ def test_evaluating_on_data_with_other_classes_is_refused(easy_root, tmp_path):
 
 def test_a_run_whose_writer_was_killed_reads_as_interrupted(easy_root, tmp_path):
     run = start_training(load_dataset(easy_root), config(epochs=1, model="simple"), out=tmp_path)
-    writer = run.metrics["writer"]
+    writer = run.metrics.writer
     assert writer["pid"] == os.getpid() and writer["host"] == socket.gethostname()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process has any more (a kill -9 leaves the same)
@@ -191,10 +191,10 @@ def test_a_run_whose_writer_was_killed_reads_as_interrupted(easy_root, tmp_path)
     saved = json.loads(metrics_file.read_text())
     written = {**saved, "status": "running", "writer": {**writer, "pid": gone.pid}}
     metrics_file.write_text(json.dumps(written))
-    assert load_run(run.path).metrics["status"] == "interrupted"
+    assert load_run(run.path).metrics.status == "interrupted"
     assert json.loads(metrics_file.read_text())["status"] == "running"  # only read, not changed
     resumed = resume_training(run.path, epochs=2)
-    assert resumed.metrics["status"] == "finished"
+    assert resumed.metrics.status == "finished"
 
 
 def test_a_running_writer_is_told_apart_from_a_reused_pid(easy_root, tmp_path):
@@ -202,12 +202,12 @@ def test_a_running_writer_is_told_apart_from_a_reused_pid(easy_root, tmp_path):
     metrics_file = run.path / "metrics.json"
     saved = json.loads(metrics_file.read_text())
     metrics_file.write_text(json.dumps({**saved, "status": "running"}))
-    assert load_run(run.path).metrics["status"] == "running"  # this process: alive
+    assert load_run(run.path).metrics.status == "running"  # this process: alive
     if saved["writer"]["process_start"] is None:
         pytest.skip("no /proc here: process start times are unknown")
     reused = {**saved["writer"], "process_start": saved["writer"]["process_start"] - 1}
     metrics_file.write_text(json.dumps({**saved, "status": "running", "writer": reused}))
-    assert load_run(run.path).metrics["status"] == "interrupted"
+    assert load_run(run.path).metrics.status == "interrupted"
 
 
 def test_another_process_training_the_run_is_not_resumed_over(easy_root, tmp_path):

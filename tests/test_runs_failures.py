@@ -14,7 +14,7 @@ import torch
 
 from bloodcells.data import load_dataset
 from bloodcells.errors import RunError
-from bloodcells.runs.folder import load_run, resume_training, start_training
+from bloodcells.runs import load_run, resume_training, start_training
 from bloodcells.training.loop import TrainConfig
 from bloodcells.utils.locks import LOCK_FILE
 

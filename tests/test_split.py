@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -391,6 +392,29 @@ def test_dest_that_exists_inside_or_around_src(flat, tmp_path):
 def test_split_errors_are_data_errors_from_python(flat, tmp_path):
     with pytest.raises(DataError, match="between 0 and 1"):
         split_folder(flat, tmp_path / "out", test_fraction=1.0)
+
+
+def test_python_errors_name_parameters_and_the_command_its_flags(flat, tmp_path):
+    """The library names split_folder's parameters; `data split` names its own flags."""
+    out = tmp_path / "out"
+    for kwargs, flags, python, cli in (
+        ({"seed": -1}, ["--seed", "-1"], "seed=-1: must be", "--seed -1: must be"),
+        (
+            {"test_fraction": 1.5},
+            ["--test-fraction", "1.5"],
+            "test_fraction=1.5: must be",
+            "--test-fraction 1.5: must be",
+        ),
+        ({"group_by": "d[0-9]"}, ["--group-by", "d[0-9]"], "group_by 'd[", "--group-by 'd["),
+    ):
+        with pytest.raises(DataError, match=re.escape(python)):
+            split_folder(flat, out, **kwargs)
+        one_line_error(invoke("data", "split", flat, out, *flags), cli)
+    out.mkdir()
+    (out / "x").write_text("x")
+    with pytest.raises(DataError, match="add overwrite=True to replace it"):
+        split_folder(flat, out)
+    one_line_error(invoke("data", "split", flat, out), "add --overwrite to replace it")
 
 
 @pytest.mark.realdata

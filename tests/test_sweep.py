@@ -29,7 +29,7 @@ from bloodcells.experiments.variants import (
     parse_variants,
     variant_name,
 )
-from bloodcells.runs.folder import load_run
+from bloodcells.runs import load_run
 from bloodcells.training.stacked.fit import StackCallback
 from bloodcells.utils.locks import LOCK_FILE
 from tests.helpers import one_line_error
@@ -82,8 +82,8 @@ def test_variants_combine_and_take_any_train_option():
         ("model=simple+bn2", "variant 'model=simple+bn2': model 'simple' has no option bn2"),
         ("model=resnet", "unknown model 'resnet'"),
         ("head_dropout=1.5", "head_dropout must be from 0 up to"),
-        ("seed=4", "seed is set for the whole sweep (--seeds)"),
-        ("epochs=9", "epochs is set for the whole sweep (--epochs)"),
+        ("seed=4", "seed is set for the whole sweep (seeds)"),
+        ("epochs=9", "epochs is set for the whole sweep (epochs)"),
         ("dropout+head_dropout=0.5", "sets head_dropout twice"),
         ("base,lr=1e-4", "variants 'base' and 'lr=1e-4' are the same config"),
         (" , ", "no variants given"),
@@ -116,7 +116,7 @@ def test_the_plan_bounds_the_number_of_runs(tiny_root):
     many = ",".join(f"lr={i}e-6" for i in range(1, 21))
     with pytest.raises(BloodcellsError, match=f"at most {MAX_RUNS} in one sweep"):
         plan_sweep(tiny_root, many + ",base,bn2,dropout,extra_fc", 50)
-    with pytest.raises(BloodcellsError, match="--epochs must be at least 1"):
+    with pytest.raises(BloodcellsError, match=r"^epochs must be at least 1"):
         plan_sweep(tiny_root, "base", 2, epochs=0)
     with pytest.raises(BloodcellsError, match="no such dataset folder"):
         plan_sweep(tiny_root / "nope", "base", 2)
@@ -162,11 +162,11 @@ def test_a_sweep_makes_ordinary_run_folders_and_a_comparison(tiny_root, tmp_path
     ]  # fmt: skip
     for path in outcome.runs:
         run = load_run(path)  # what evaluate, report and predict read
-        assert run.metrics["status"] == "finished" and len(run.history) == 2
-        assert run.info["sweep"]["trained"] == "stacked" and run.info["sweep"]["stack_size"] == 4
+        assert run.metrics.status == "finished" and len(run.history) == 2
+        assert run.info.sweep.trained == "stacked" and run.info.sweep.stack_size == 4
         assert {"weights.pt", "checkpoint.pt", "history.csv"} <= {p.name for p in path.iterdir()}
     evaluated = evaluate_run(load_run(outcome.runs[0]))
-    assert evaluated["accuracy"] == pytest.approx(load_run(outcome.runs[0]).metrics["accuracy"])
+    assert evaluated["accuracy"] == pytest.approx(load_run(outcome.runs[0]).metrics.accuracy)
     result = compare_paths([outcome.folder])
     assert [g["name"] for g in result["groups"]] == ["base", "lr=1e-3"]
     assert json.loads((outcome.folder / "comparison.json").read_text()) == result
@@ -186,19 +186,19 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tiny_root, tmp_path):
         sweep(tiny_root, tmp_path / "b", stack_callbacks=lambda *_: [StopAt(2, 3)])
     folder = next((tmp_path / "b").iterdir())
     kept = load_run(folder / "base-seed0")
-    assert len(kept.history) == 1 and kept.metrics["status"] == "interrupted"
+    assert len(kept.history) == 1 and kept.metrics.status == "interrupted"
     resumed = run_sweep(load_sweep(folder).plan, folder)  # as `sweep --resume` does
     assert resumed.trained == 4
     for a, b in zip(straight.runs, resumed.runs, strict=True):
         # the same stack resumed from its checkpoints: the same arithmetic, the same numbers
         assert load_run(a).history.column("train_loss") == load_run(b).history.column("train_loss")
-        assert load_run(b).metrics["status"] == "finished"
+        assert load_run(b).metrics.status == "finished"
 
 
 def test_no_stack_trains_each_run_with_fit(tiny_root, tmp_path):
     outcome, _ = sweep(tiny_root, tmp_path, variants="base", epochs=1, stack=False)
     run = load_run(outcome.runs[1])
-    assert run.info["sweep"]["trained"] == "alone" and run.metrics["status"] == "finished"
+    assert run.info.sweep.trained == "alone" and run.metrics.status == "finished"
 
 
 def test_sweep_folders_that_cannot_be_used_say_so_in_one_line(tiny_root, tmp_path):
@@ -268,7 +268,7 @@ def test_sweep_command_trains_and_prints_the_answer(tiny_root, tmp_path):
 def test_members_stopped_at_different_epochs_resume_in_their_own_stacks(
     tiny_root, tmp_path, monkeypatch
 ):
-    from bloodcells.runs.folder import RunWriter
+    from bloodcells.runs import RunWriter
 
     straight, _ = sweep(tiny_root, tmp_path / "a")
     original = RunWriter.on_epoch_end

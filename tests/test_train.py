@@ -14,17 +14,16 @@ from bloodcells.data import load_dataset
 from bloodcells.data.dataset import standardize, to_unit
 from bloodcells.errors import BloodcellsError, ModelError, TrainingDiverged, TrainingWarning
 from bloodcells.evaluation.core import evaluate
+from bloodcells.models.registry import build_model
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
 from bloodcells.training.loop import (
-    Callback,
-    FitState,
-    History,
     fit,
     make_model,
     make_optimizer,
     train_one_epoch,
     training_threads,
 )
+from bloodcells.training.records import Callback, FitState, History
 from bloodcells.utils.devices import check_device, cpu_threads, select_device
 
 
@@ -311,3 +310,31 @@ def test_train_one_epoch_can_prepare_each_batch_from_stored_images(easy_root):
         state.epoch, state.batches = 1, math.ceil(len(splits.train) / 16)
         losses.append(train_one_epoch(state, x, splits.train.labels, prepare=prepare))
     assert losses[0] == losses[1]
+
+
+def test_make_model_leaves_the_callers_random_numbers_alone_and_repeats_its_weights():
+    config = TrainConfig(model="advanced", seed=3, options={"head_dropout": 0.3})
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    first = make_model(config, 5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert same_weights(first, make_model(config, 5))
+    torch.manual_seed(3)  # the weights of before: a model built right after seeding with 3
+    assert same_weights(first, build_model("advanced", 1, 5, 32, head_dropout=0.3))
+
+
+def test_a_fit_an_error_ends_tells_its_callbacks_it_failed(easy_root):
+    splits = load_dataset(easy_root)
+    config = TrainConfig(model="simple", epochs=2)
+    ends = []
+
+    class Broken(Callback):
+        def on_epoch_end(self, state):
+            raise RuntimeError("the disk is full")
+
+        def on_fit_end(self, state):
+            ends.append((state.status, len(state.history)))
+
+    with pytest.raises(RuntimeError, match="disk is full"):
+        fit(make_model(config, 3), splits.train, splits.test, config, [Broken()])
+    assert ends == [("failed", 1)]

@@ -21,14 +21,14 @@ from bloodcells.errors import BloodcellsError
 from bloodcells.models.registry import MODELS, get_spec
 from bloodcells.report.render import PAGE, STOPPED, render
 from bloodcells.report.sources import explained_run, load
-from bloodcells.runs.folder import Run, load_run, new_run_dir, start_training
-from bloodcells.training.loop import Callback, FitState, TrainConfig
+from bloodcells.runs import Run, load_run, new_run_dir, start_training
+from bloodcells.training import Callback, FitState, TrainConfig
 from bloodcells.utils.devices import select_device
 from bloodcells.utils.files import write_atomic
+from bloodcells.utils.validation import check_epochs
 
 LAB_TITLE = "CNN Lab 1: classification of human blood cells"
 LAB_MODELS = ("simple", "advanced", "vgg16")
-MAX_EPOCHS = 1000
 ROBUSTNESS_CPU_PER_CLASS = 50
 
 
@@ -50,8 +50,8 @@ class LabConfig:
     recipe: str = "lab"  # training.recipes: the lab's own settings unless asked otherwise
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and not 1 <= self.epochs <= MAX_EPOCHS:
-            raise BloodcellsError(f"epochs must be between 1 and {MAX_EPOCHS}, not {self.epochs}")
+        if self.epochs is not None:
+            check_epochs(self.epochs)
 
 
 @dataclass
@@ -200,7 +200,7 @@ def run_lab(
         explained = explained_run(list(runs.values()))
         say(f"predictions, mistakes and Grad-CAM of the {explained.config.model} model")
         add_explanations(extras, explained, str(device), config.seed, config.cams)
-        best = max(runs.values(), key=lambda run: run.metrics.get("accuracy", 0.0))
+        best = max(runs.values(), key=lambda run: run.metrics.accuracy or 0.0)
         say(f"robustness of the best model, {best.config.model}, under shifts of its dev set")
         extras.robustness = robustness_of(best, device)
     except BaseException as exc:  # Ctrl-C too: the page says why it ends here, and stops

@@ -151,6 +151,6 @@ def require_batchnorm(model: nn.Module, name: str) -> None:
     """A one-line error when `model` has no BatchNorm layer to adapt."""
     if not batchnorm_layers(model):
         raise BloodcellsError(
-            f"model {name!r} has no BatchNorm layers, so --adapt-bn would change nothing; "
+            f"model {name!r} has no BatchNorm layers, so adapt_bn would change nothing; "
             "drop it (the advanced CNN has BatchNorm)"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bloodcells.analysis.adapt import evaluate_adapted, require_batchnorm
-from bloodcells.runs.folder import Run
+from bloodcells.runs import Run
 from bloodcells.utils.devices import select_device
 
 

@@ -33,7 +33,7 @@ from bloodcells.ops.shifts import (
 from bloodcells.utils.devices import select_device
 
 if TYPE_CHECKING:
-    from bloodcells.runs.folder import Run
+    from bloodcells.runs import Run
 
 MAX_PER_CLASS = 1_000_000
 MODES = ("plain", "tta", "adapt-bn", "tta+adapt-bn")
@@ -194,7 +194,7 @@ def robustness(
     look at slow models. `progress(done, total, what)` hears about each condition. Neither the
     run folder nor the model it holds changes.
     """
-    from bloodcells.runs.folder import Run, load_run
+    from bloodcells.runs import Run, load_run
 
     run = run if isinstance(run, Run) else load_run(run)
     check_per_class(per_class)
@@ -263,9 +263,9 @@ def check_per_class(per_class: int | None) -> None:
     if per_class is None:
         return
     if isinstance(per_class, bool) or not isinstance(per_class, int):
-        raise BloodcellsError(f"--per-class must be a whole number, not {per_class!r}")
+        raise BloodcellsError(f"per_class must be a whole number, not {per_class!r}")
     if not 1 <= per_class <= MAX_PER_CLASS:
-        raise BloodcellsError(f"--per-class must be 1 to {MAX_PER_CLASS}, not {per_class}")
+        raise BloodcellsError(f"per_class must be 1 to {MAX_PER_CLASS}, not {per_class}")
 
 
 def _dev_images(run: Run, data_root: str | Path | None) -> tuple[Path, Dataset, Dataset]:

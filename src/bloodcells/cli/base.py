@@ -6,8 +6,10 @@ typed) and control characters shown as escapes, never sent raw to the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -73,7 +75,8 @@ class FriendlyGroup(typer.core.TyperGroup):
 
     def invoke(self, ctx: typer.Context):
         try:
-            return super().invoke(ctx)
+            with warnings_on_stderr():
+                return super().invoke(ctx)
         except ClickException as exc:
             _usage_error(exc)
         except (BloodcellsError, OSError) as exc:
@@ -134,7 +137,18 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ) -> None:
     ctx.meta["debug"] = debug
+
+
+@contextlib.contextmanager
+def warnings_on_stderr() -> Iterator[None]:
+    """Warnings shown as one `warning: ...` line on stderr while a command runs; the
+    previous warnings.showwarning is back afterwards (the CLI may run inside a program)."""
+    before = warnings.showwarning
     warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

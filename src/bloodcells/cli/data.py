@@ -19,6 +19,7 @@ from bloodcells.cli.base import (
     figure_output,
     out,
 )
+from bloodcells.cli.flags import SIZE_FLAG, as_flags
 
 
 @data_app.command("info")
@@ -30,7 +31,8 @@ def data_info(
     """What is in a dataset, and what is wrong with it."""
     from bloodcells.data import Transform, load_dataset
 
-    splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
+    with as_flags("size", renamed=SIZE_FLAG):
+        splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
     summary = splits.summary()
     table = Table(title=summary["root"], title_justify="left")
     table.add_column("index", justify="right")
@@ -77,7 +79,8 @@ def data_preview(
 
     check_count(per_class, "images per class", limit=32)
     target = output_file(output, "grid.png")
-    splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
+    with as_flags("size", renamed=SIZE_FLAG):
+        splits = load_dataset(root, Transform(size, 3 if rgb else 1), progress=decode_progress())
     out.print(f"wrote {save_figure(sample_grid(splits.train, per_class, seed), target)}")
 
 
@@ -92,6 +95,9 @@ def data_synth(
     """Write the built-in SYNTHETIC demo set (five procedural cell classes) as PNG folders."""
     from bloodcells.data.sources.synthetic import SYNTHETIC_NOTICE, SynthConfig, write_demo_set
 
-    config = SynthConfig(per_class=per_class, test_per_class=test_per_class, seed=seed, size=size)
-    root = write_demo_set(dest, config)
+    with as_flags("per_class", "test_per_class", "seed", "size"):
+        config = SynthConfig(
+            per_class=per_class, test_per_class=test_per_class, seed=seed, size=size
+        )
+        root = write_demo_set(dest, config)
     out.print(f"{SYNTHETIC_NOTICE}\nwritten: {root}")

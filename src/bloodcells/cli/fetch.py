@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from bloodcells.cli.base import bold, data_app, out
+from bloodcells.cli.flags import as_flags
 from bloodcells.errors import DataError
 
 DATA = Path("data")
@@ -46,15 +47,16 @@ def data_download(
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise DataError(f"unknown data set {shown}; available: {', '.join(download.DATASETS)}")
     limit = parse_size(max_size)
-    got = download.download_lab(
-        dest,
-        url or download.LAB_URL,
-        sha256,
-        overwrite,
-        progress=True,
-        say=out.print,
-        max_size=limit,
-    )
+    with as_flags("url", "sha256", "overwrite", "max_size"):
+        got = download.download_lab(
+            dest,
+            url or download.LAB_URL,
+            sha256,
+            overwrite,
+            progress=True,
+            say=out.print,
+            max_size=limit,
+        )
     if got.pinned:
         out.print(f"sha256 {got.sha256} (as expected)")
     else:
@@ -98,9 +100,13 @@ def data_import_bbbc045(
     from bloodcells.data.sources import bbbc045
     from bloodcells.data.sources.donors import parse_donors
 
-    donors = parse_donors(test_donors) if test_donors is not None else None
-    config = bbbc045.ImportConfig(tile, grid, channel, donors, test_fraction, seed, crop, overwrite)
-    got = bbbc045.import_bbbc045(src, dest, config, progress=True, say=out.print)
+    options = ("test_donors", "test_fraction", "tile", "grid", "channel", "seed", "crop")
+    with as_flags(*options, "overwrite"):
+        donors = parse_donors(test_donors) if test_donors is not None else None
+        config = bbbc045.ImportConfig(
+            tile, grid, channel, donors, test_fraction, seed, crop, overwrite
+        )
+        got = bbbc045.import_bbbc045(src, dest, config, progress=True, say=out.print)
     out.print(
         f"cut {got.cells} cells from {got.montages} montages "
         f"({got.empty} empty grid positions skipped)"

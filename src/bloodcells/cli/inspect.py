@@ -13,12 +13,14 @@ from bloodcells.cli.base import DeviceOpt, RunArg, RunDataOpt, SeedOpt, app, fig
 
 def _trained(run_dir: Path, data: Path | None, device: str | None):
     """A run's model, its data (or `data`), and the device name, for the commands below."""
-    from bloodcells.runs.folder import load_run
+    from bloodcells.cli.flags import as_flags
+    from bloodcells.runs import load_run
     from bloodcells.utils.devices import select_device
 
     run = load_run(run_dir)
     device_ = str(select_device(device))
-    return run.load_model(device_), run.load_data(data), device_
+    with as_flags(data_root="--data"):
+        return run.load_model(device_), run.load_data(data), device_
 
 
 @app.command("gradcam")

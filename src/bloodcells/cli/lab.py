@@ -32,31 +32,33 @@ def lab_cmd(
     recipe: RecipeOpt = None,
 ) -> None:
     """The whole lab end to end: every model, compared, explained, in one HTML report."""
+    from bloodcells.cli.flags import SIZE_FLAG, as_flags
     from bloodcells.data.sources.synthetic import SynthConfig
     from bloodcells.lab import LabConfig, run_lab
     from bloodcells.utils.devices import select_device
     from bloodcells.utils.files import check_output_folder
     from bloodcells.viz.live import TerminalProgress
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
-    config = LabConfig(
-        data=data,
-        models=names,
-        epochs=epochs,
-        out=out_dir,
-        seed=seed,
-        device=device,
-        demo=SynthConfig(seed=seed),
-        recipe=recipe or "lab",
-    )
-    select_device(device)
-    check_output_folder(out_dir)
-    start = time.perf_counter()
-    result = run_lab(
-        config,
-        callbacks_for=lambda name: [TerminalProgress(err, label=name)],
-        say=err.print,
-    )
+    with as_flags("epochs", "seed", "models", renamed=SIZE_FLAG):
+        names = tuple(m.strip() for m in models.split(",") if m.strip())
+        config = LabConfig(
+            data=data,
+            models=names,
+            epochs=epochs,
+            out=out_dir,
+            seed=seed,
+            device=device,
+            demo=SynthConfig(seed=seed),
+            recipe=recipe or "lab",
+        )
+        select_device(device)
+        check_output_folder(out_dir)
+        start = time.perf_counter()
+        result = run_lab(
+            config,
+            callbacks_for=lambda name: [TerminalProgress(err, label=name)],
+            say=err.print,
+        )
     table = Table(title="comparison (dev set)", title_justify="left")
     for col in ("model", "accuracy", "balanced", "parameters", "seconds", "epochs"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -64,10 +66,10 @@ def lab_cmd(
         m = run.metrics
         table.add_row(
             name,
-            f"{m['accuracy']:.3f}",
-            f"{m['balanced_accuracy']:.3f}",
-            f"{run.info['parameters']:,}",
-            f"{m['train_seconds']:.1f}",
+            f"{m.accuracy:.3f}",
+            f"{m.balanced_accuracy:.3f}",
+            f"{run.info.parameters:,}",
+            f"{m.train_seconds:.1f}",
             str(len(run.history)),
         )
     out.print(table)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, TtaOpt, app, bold, err, out
+from bloodcells.cli.flags import as_flags
 
 # The defaults of bloodcells.inference.predictor (MIN_CONFIDENCE, CHUNK), repeated here so that
 # `bloodcells --help` does not import torch; tests/test_predict.py checks they agree.
@@ -22,6 +23,7 @@ CHUNK = 512
 MAX_CHUNK = 8192
 SHOW_UNREADABLE = 5  # unreadable files named on stderr; the CSV lists them all
 ADAPT_MAX = 10_000  # --adapt-bn estimates BatchNorm statistics on at most this many images
+DEBUG_HINT = "try the other format, or --debug for the details"
 
 ModelArg = Annotated[
     Path,
@@ -81,13 +83,11 @@ def predict_cmd(
         stream_predictions,
         write_predictions,
     )
-    from bloodcells.inference.predictor import Predictor
+    from bloodcells.inference.predictor import Predictor, check_min_confidence
     from bloodcells.utils.files import output_file, write_atomic
 
-    if not 0 <= min_confidence <= 1:  # nan too
-        raise BloodcellsError(
-            f"--min-confidence must be a number from 0 to 1, not {min_confidence:g}"
-        )
+    with as_flags("min_confidence"):
+        check_min_confidence(min_confidence)
     to_stdout = str(output) == "-"
     say = err if to_stdout else out  # with -o -, stdout is the CSV's alone
     csv_file = count_file = None
@@ -105,15 +105,16 @@ def predict_cmd(
                     f"{partial_path(csv_file)}: the rows of an interrupted predict; move it "
                     "away to keep them, or pass --overwrite to replace it"
                 )
-    predictor = Predictor.from_path(model, device, min_confidence)
-    predictor.tta = tta
+    with as_flags("device"):
+        predictor = Predictor.from_path(model, device, min_confidence, tta=tta)
     for note in predictor.notes:
         err.print(Text("note:", "yellow"), note)
     found = find_images(inputs)
     if found.skipped:
         err.print(Text("warning:", "yellow"), found.skipped_summary())
     if adapt_bn:
-        predictor.adapt_batchnorm(read_images(found.files[:ADAPT_MAX], predictor.transform))
+        with as_flags(renamed={"adapt_batchnorm": "--adapt-bn"}):
+            predictor.adapt_batchnorm(read_images(found.files[:ADAPT_MAX], predictor.transform))
     where = "stdout" if to_stdout else csv_file
     say.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {where}")
     if csv_file is not None:
@@ -288,7 +289,8 @@ def export_cmd(
     from bloodcells.runs.folder import load_run
 
     check_format(format)
-    result = export_run(load_run(run), format, output, check, overwrite)
+    with as_flags("overwrite", renamed={"try the other format": DEBUG_HINT}):
+        result = export_run(load_run(run), format, output, check, overwrite)
     for note in result.notes:
         err.print(Text("note:", "yellow"), note)
     out.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB)")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from bloodcells.cli.base import DeviceOpt, RgbOpt, bold, data_app, decode_progress, out
-from bloodcells.errors import DataError
+from bloodcells.cli.flags import as_flags
 
 SHOWN = 10  # rows per table on the terminal; --json lists up to 1000 of each
 
@@ -61,10 +61,8 @@ def data_split(
     """Flat class folders (or a CSV of labels) -> the lab layout, stratified, optionally grouped."""
     from bloodcells.data.prepare.split import MANIFEST, split_folder
 
-    try:
+    with as_flags("test_fraction", "group_by", "labels", "seed", "overwrite"):
         result = split_folder(src, dest, test_fraction, group_by, labels, link, seed, overwrite)
-    except DataError as exc:  # the library names its parameter; a shell user typed the flag
-        raise DataError(str(exc).replace("group_by '", "--group-by '")) from None
     table = Table(title=str(result.dest), title_justify="left")
     for col in ("class", "train", "test"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -106,10 +104,11 @@ def data_check(
     from bloodcells.data.quality.check import check_dataset, check_threshold
     from bloodcells.utils.devices import select_device
 
-    check_threshold(threshold)
-    report = check_dataset(
-        root, threshold, 3 if rgb else 1, select_device(device), progress=decode_progress()
-    )
+    with as_flags("threshold"):
+        check_threshold(threshold)
+        report = check_dataset(
+            root, threshold, 3 if rgb else 1, select_device(device), progress=decode_progress()
+        )
     if json_output:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return

@@ -44,17 +44,18 @@ def robustness_cmd(
 ) -> None:
     """Dev accuracy under scale, blur, noise, exposure, JPEG, hue and stain shifts (3 each)."""
     from bloodcells.analysis.robustness import check_per_class, robustness
-    from bloodcells.runs.folder import load_run
+    from bloodcells.cli.flags import as_flags
+    from bloodcells.runs import load_run
     from bloodcells.utils.devices import select_device
     from bloodcells.utils.files import output_file
 
-    check_per_class(per_class)
-    select_device(device)
-    target = None if output is None else output_file(output, "robustness.html", OUTPUT_SUFFIXES)
-    loaded = load_run(run)
-    result = robustness(
-        loaded, data, tta, adapt_bn, device, per_class, progress=None if as_json else _progress()
-    )
+    with as_flags("per_class", "adapt_bn", data_root="--data"):
+        check_per_class(per_class)
+        select_device(device)
+        target = None if output is None else output_file(output, "robustness.html", OUTPUT_SUFFIXES)
+        loaded = load_run(run)
+        progress = None if as_json else _progress()
+        result = robustness(loaded, data, tta, adapt_bn, device, per_class, progress=progress)
     if target is not None:
         _write(result, target)
     if as_json:

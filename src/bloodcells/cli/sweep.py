@@ -60,6 +60,7 @@ def sweep_cmd(
     baseline: BaselineOpt = None,
 ) -> None:
     """Train every variant with every seed (stacked), then compare them with intervals."""
+    from bloodcells.cli.flags import as_flags
     from bloodcells.experiments.compare import METRICS
     from bloodcells.experiments.plan import load_sweep, open_sweep, plan_sweep
     from bloodcells.experiments.sweep import DataCache
@@ -84,13 +85,14 @@ def sweep_cmd(
     else:
         if data is None:
             raise BloodcellsError("--data is required (or --resume SWEEP); see sweep --help")
-        plan = plan_sweep(
-            data,
-            variants if variants is not None else "lab",
-            seeds if seeds is not None else 5,
-            epochs if epochs is not None else 5,
-            device,
-        )
+        with as_flags("variants", "seeds", "epochs"):
+            plan = plan_sweep(
+                data,
+                variants if variants is not None else "lab",
+                seeds if seeds is not None else 5,
+                epochs if epochs is not None else 5,
+                device,
+            )
         from bloodcells.utils.devices import select_device
         from bloodcells.utils.files import check_output_folder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -26,9 +26,19 @@ from bloodcells.cli.base import (
     out,
 )
 
+if TYPE_CHECKING:
+    from bloodcells.data import Splits
+    from bloodcells.runs import Run
+    from bloodcells.training import TrainConfig
+
 AmpOpt = Annotated[
     bool, typer.Option("--amp", help="bf16 autocast for the training steps (CUDA GPUs only).")
 ]
+
+
+# The library names its parameters; train's errors show these as flags (see cli.flags).
+RGB_HINT = {"(use channels=3)": "(use --rgb)"}
+TRAIN_FLAGS = ("epochs", "batch_size", "seed", "augment", "schedule", "label_smoothing", "amp")
 
 
 @app.command("train")
@@ -104,90 +114,124 @@ def train_cmd(
     --epochs, --batch-size, --lr, --schedule, --label-smoothing and --augment override the
     recipe's.
     """
-    from bloodcells.runs.folder import resume_training, start_training
+    from bloodcells.cli.flags import SIZE_FLAG, as_flags
+    from bloodcells.runs import resume_training
+    from bloodcells.training import TrainConfig
 
-    if resume is not None:
-        fixed = {
-            "--model": model, "--batch-size": batch_size, "--lr": lr, "--seed": seed,
-            "--size": size, "--rgb/--gray": rgb, "--bn2": bn2 or None,
-            "--head-dropout": head_dropout, "--extra-fc": extra_fc,
-            "--pretrained": pretrained or None, "--recipe": recipe, "--schedule": schedule,
-            "--label-smoothing": label_smoothing, "--amp": amp or None, "--augment": augment,
-        }  # fmt: skip
-        given = [flag for flag, value in fixed.items() if value is not None]
-        if given:
-            raise BloodcellsError(
-                f"--resume continues a run with its own settings; drop {', '.join(given)} "
-                "(only --epochs, --data, --plot go with --resume)"
+    with as_flags(
+        *TRAIN_FLAGS, image_size="--size", data_root="--data", renamed=SIZE_FLAG | RGB_HINT
+    ):
+        if resume is not None:
+            _refuse_with_resume(
+                {
+                    "--model": model,
+                    "--batch-size": batch_size,
+                    "--lr": lr,
+                    "--seed": seed,
+                    "--size": size,
+                    "--rgb/--gray": rgb,
+                    "--bn2": bn2 or None,
+                    "--head-dropout": head_dropout,
+                    "--extra-fc": extra_fc,
+                    "--pretrained": pretrained or None,
+                    "--recipe": recipe,
+                    "--schedule": schedule,
+                    "--label-smoothing": label_smoothing,
+                    "--amp": amp or None,
+                    "--augment": augment,
+                }
             )
-        with _interruptible(resume):
-            run = resume_training(resume, epochs, _progress(resume.name, plot, resume), data)
-    else:
-        config, splits = _new_training(
-            data, model, epochs, batch_size, lr, seed, device, size, rgb,
-            {"bn2": bn2, "head_dropout": head_dropout, "extra_fc": extra_fc,
-             "pretrained": pretrained},
-            {"recipe": recipe or "lab", "schedule": schedule,
-             "label_smoothing": label_smoothing, "amp": amp, "augment": augment},
-        )  # fmt: skip
-        from bloodcells.runs.folder import new_run_dir
-        from bloodcells.utils.files import output_folder
-
-        run_dir = new_run_dir(output_folder(out_dir), config.model)
-        out.print(
-            f"training {config.model} on {splits.root} ({len(splits.train)} train, "
-            f"{len(splits.test)} test, {len(splits.classes)} classes) → {run_dir}"
-        )
-        with _interruptible(run_dir):
-            progress = _progress(config.model, plot, run_dir)
-            run = start_training(splits, config, callbacks=progress, run_dir=run_dir)
+            with _interruptible(resume):
+                progress = _progress(resume.name, plot, resume)
+                run = resume_training(resume, epochs, callbacks=progress, data_root=data)
+        else:
+            data = _required(data)
+            model = model or "advanced"
+            config = TrainConfig(
+                model=model,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=0 if seed is None else seed,
+                device=device,
+                image_size=32 if size is None else size,
+                channels=_channels(model, rgb),
+                options=_options(
+                    bn2=bn2, head_dropout=head_dropout, extra_fc=extra_fc, pretrained=pretrained
+                ),
+                recipe=recipe or "lab",
+                schedule=schedule,
+                label_smoothing=label_smoothing,
+                amp=amp,
+                augment=augment,
+            )
+            run = _start(config, _training_data(config, data), out_dir=out_dir, plot=plot)
     m = run.metrics
     out.print(
         Text.assemble(
             bold(run.name),
-            f": dev accuracy {m['accuracy']:.3f} (chance {m['chance']:.3f}), "
-            f"balanced {m['balanced_accuracy']:.3f}, {m['train_seconds']:.1f} s",
+            f": dev accuracy {m.accuracy:.3f} (chance {m.chance:.3f}), "
+            f"balanced {m.balanced_accuracy:.3f}, {m.train_seconds:.1f} s",
         )
     )
     out.print(str(run.path))
 
 
-def _new_training(
-    data, model, epochs, batch_size, lr, seed, device, size, rgb, options, recipe_settings=None
-):
-    """A checked TrainConfig and its data: every option and the device before any folder.
+def _refuse_with_resume(settings: dict[str, object]) -> None:
+    """A one-line error naming the options given (not None) that --resume cannot take."""
+    given = [flag for flag, value in settings.items() if value is not None]
+    if given:
+        raise BloodcellsError(
+            f"--resume continues a run with its own settings; drop {', '.join(given)} "
+            "(only --epochs, --data, --plot go with --resume)"
+        )
 
-    Settings left at None come from the recipe (TrainConfig fills them).
-    """
-    import torch
 
-    from bloodcells.data import Transform, load_dataset
-    from bloodcells.models.registry import build_model, get_spec
-    from bloodcells.training.config import TrainConfig
-    from bloodcells.utils.devices import select_device
-
+def _required(data: Path | None) -> Path:
+    """--data, which a new training needs."""
     if data is None:
         raise BloodcellsError("--data is required (or --resume RUN); see bloodcells train --help")
-    model = model or "advanced"
-    channels = get_spec(model).channels if rgb is None else (3 if rgb else 1)
-    config = TrainConfig(
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=0 if seed is None else seed,
-        device=device,
-        image_size=32 if size is None else size,
-        channels=channels,
-        options={k: v for k, v in options.items() if v},
-        **(recipe_settings or {}),
+    return data
+
+
+def _channels(model: str, rgb: bool | None) -> int:
+    """--rgb (3) or --gray (1); neither: the model's own colour mode."""
+    from bloodcells.models.registry import get_spec
+
+    return get_spec(model).channels if rgb is None else (3 if rgb else 1)
+
+
+def _options(**options: object) -> dict:
+    """The model options that are on (a flag given, a value other than None or 0)."""
+    return {name: value for name, value in options.items() if value}
+
+
+def _training_data(config: TrainConfig, data: Path) -> Splits:
+    """`data` as `config` trains on it, read after every check that needs no data: the
+    device, amp, and the model at config's image size (built on the meta device)."""
+    from bloodcells.data import Transform, load_dataset
+    from bloodcells.training.config import check_buildable
+    from bloodcells.utils.devices import select_device
+    from bloodcells.utils.validation import check_amp
+
+    check_amp(config.amp, select_device(config.device))
+    check_buildable(config)
+    return load_dataset(data, Transform(config.image_size, config.channels))
+
+
+def _start(config: TrainConfig, splits: Splits, *, out_dir: Path, plot: bool) -> Run:
+    """Train `config` on `splits` into a new run folder under `out_dir`, with progress."""
+    from bloodcells.runs import new_run_dir, start_training
+    from bloodcells.utils.files import output_folder
+
+    run_dir = new_run_dir(output_folder(out_dir), config.model)
+    out.print(
+        f"training {config.model} on {splits.root} ({len(splits.train)} train, "
+        f"{len(splits.test)} test, {len(splits.classes)} classes) → {run_dir}"
     )
-    device_ = select_device(config.device)
-    if config.amp and device_.type != "cuda":
-        raise BloodcellsError(f"--amp (bf16 autocast) needs a CUDA GPU, not {device_}; drop it")
-    with torch.device("meta"):  # checks the options and the image size, allocates nothing
-        build_model(model, channels, 2, config.image_size, **config.options)
-    return config, load_dataset(data, Transform(config.image_size, channels))
+    with _interruptible(run_dir):
+        progress = _progress(config.model, plot, run_dir)
+        return start_training(splits, config, callbacks=progress, run_dir=run_dir)
 
 
 def _progress(label: str, plot: bool, run_dir: Path) -> list:
@@ -241,13 +285,22 @@ def lr_find_cmd(
     and suggests a third of the rate where the smoothed loss bottoms out: a peak for
     --schedule onecycle (train --recipe fast --lr). Nothing is saved but the plot (-o).
     """
+    from bloodcells.training import TrainConfig
     from bloodcells.training.lr_find import lr_find_figure, lr_range_test
     from bloodcells.utils.files import output_file
 
     target = output_file(output, "lr_find.png") if output is not None else None
-    config, splits = _new_training(
-        data, model, None, batch_size, None, seed, device, size, rgb, {}, {"recipe": recipe}
+    data = _required(data)
+    config = TrainConfig(
+        model=model,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        image_size=32 if size is None else size,
+        channels=_channels(model, rgb),
+        recipe=recipe,
     )
+    splits = _training_data(config, data)
     err.print(
         f"LR range test: {config.model}, batch {config.batch_size}, "
         f"label smoothing {config.label_smoothing:g}, {len(splits.train)} images, "
@@ -295,6 +348,7 @@ def evaluate_cmd(
 ) -> None:
     """Accuracy, balanced accuracy, per-class scores and the confusion matrix of a run."""
     from bloodcells.analysis.evaluate import evaluate_run
+    from bloodcells.cli.flags import as_flags
     from bloodcells.evaluation.metrics import row_percentages
     from bloodcells.runs.folder import load_run
 
@@ -305,7 +359,8 @@ def evaluate_cmd(
             f"{loaded.epochs_target}; evaluating that epoch (finish it: "
             f"bloodcells train --resume {run})"
         )
-    m = evaluate_run(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
+    with as_flags("adapt_bn", data_root="--data"):
+        m = evaluate_run(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
     used = [name for name, on in (("TTA", tta), ("adapted BatchNorm", adapt_bn)) if on]
     how = f" with {' and '.join(used)}" if used else ""
     out.print(Text.assemble(bold(str(run)), f" on {m['data']} test split ({m['n']} images){how}"))

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from bloodcells.errors import BloodcellsError, DataError
+from bloodcells.utils.validation import check_channels, check_image_size
 
 EPS = 1e-6  # the lab's samplewise_standardize epsilon
-MIN_SIZE, MAX_SIZE = 4, 512
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,8 @@ class Transform:
     channels: int = 1  # 1: grayscale (PIL "L"), 3: RGB
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise DataError(f"image size must be {MIN_SIZE} to {MAX_SIZE} pixels, not {self.size}")
+        check_channels(self.channels, DataError)
+        check_image_size(self.size, DataError, name="size")
 
 
 @dataclass(frozen=True)

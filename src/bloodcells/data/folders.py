@@ -28,9 +28,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bloodcells.data.cache import cache_dir, cache_key, load_cached, save_cached
-from bloodcells.data.dataset import MIN_SIZE, Dataset, Problem, Splits, Transform
+from bloodcells.data.dataset import Dataset, Problem, Splits, Transform
 from bloodcells.errors import DataError, DataWarning, os_reason
 from bloodcells.utils.devices import decode_workers
+from bloodcells.utils.validation import MIN_IMAGE_SIZE
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "test")
@@ -142,7 +143,9 @@ def check_memory(n_images: int, transform: Transform) -> None:
     if available is None or needed <= available:
         return
     fits = math.isqrt(available // max(1, n_images * transform.channels * BYTES_PER_VALUE))
-    advice = f"use a smaller --size (at most {fits})" if fits >= MIN_SIZE else "use fewer images"
+    advice = f"use a smaller Transform size (at most {fits})"
+    if fits < MIN_IMAGE_SIZE:
+        advice = "use fewer images"
     raise DataError(
         f"{n_images} images of {transform.channels}×{transform.size}×{transform.size} needs "
         f"about {needed / 1e9:.2f} GB of memory (the stored images and the float32 copy training "

@@ -2,5 +2,6 @@
 
 from bloodcells.evaluation.core import Evaluation, evaluate
 from bloodcells.evaluation.metrics import classification_metrics
+from bloodcells.evaluation.ood import UnlikePolicy
 
-__all__ = ["Evaluation", "classification_metrics", "evaluate"]
+__all__ = ["Evaluation", "UnlikePolicy", "classification_metrics", "evaluate"]

@@ -20,13 +20,12 @@ against at most 0.79), so the second rule flags them all.
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import asdict, dataclass
 
 import torch
 
 from bloodcells.data import to_unit
-from bloodcells.errors import DataError, RunError
-from bloodcells.evaluation.core import energy_score
+from bloodcells.evaluation.core import OOD_PERCENTILE, Evaluation, energy_score
 
 PIXEL_PERCENTILES = (0.5, 99.5)
 UNLIKE_TRAINING = (
@@ -38,6 +37,72 @@ NO_PIXELS = "unlike-training by brightness and contrast is off: no training imag
 DEV_FLAGGED = "dev_flagged"  # the key of flagged_share of the dev images, beside the threshold
 
 
+@dataclass(frozen=True)
+class UnlikePolicy:
+    """When an image counts as unlike the training data (see the module doc): set once, when
+    a run is written, and read by predict and export as recorded."""
+
+    score: str = "energy"
+    percentile: float = OOD_PERCENTILE
+    threshold: float | None = None  # energy score above which an image is flagged
+    pixel_range: dict | None = None  # of the training images: see pixel_range
+    dev_flagged: float | None = None  # the share of the dev images either rule flags
+
+    @classmethod
+    def measure(cls, evaluation: Evaluation, reference: UnlikeReference | None) -> UnlikePolicy:
+        """The policy of a model from its dev Evaluation (logits included) and the images it
+        was trained and evaluated on; without `reference`, the energy threshold alone."""
+        threshold = evaluation.unlike_training_threshold()
+        if reference is None:
+            return cls(threshold=threshold)
+        pixels = reference.pixel_range
+        dev_flagged = None
+        energies = energy_score(evaluation.logits) if threshold is not None else None
+        if len(reference.dev_means) and len(reference.dev_means) == len(evaluation):
+            flagged = _flagged(reference.dev_means, reference.dev_stds, energies, threshold, pixels)
+            dev_flagged = int(flagged.sum()) / len(flagged)
+        return cls(threshold=threshold, pixel_range=pixels, dev_flagged=dev_flagged)
+
+    def flags(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """A bool per raw image (float in [0, 1]): unlike the training data by either rule."""
+        return unlike_training(images, logits, self.threshold, self.pixel_range)
+
+    def notes(self, why_no_pixels: str) -> list[str]:
+        """What is off, for the user: each rule without what it needs."""
+        notes = [] if self.threshold is not None else [NO_ENERGY]
+        return notes + ([] if self.pixel_range is not None else [f"{NO_PIXELS}: {why_no_pixels}"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> UnlikePolicy:
+        """The policy as a run folder or an exported file recorded it; older ones lack parts."""
+        return cls(
+            score=saved.get("score", "energy"),
+            percentile=saved.get("percentile", OOD_PERCENTILE),
+            threshold=saved.get("threshold"),
+            pixel_range=saved.get("pixel_range"),
+            dev_flagged=saved.get(DEV_FLAGGED),
+        )
+
+
+@dataclass(frozen=True)
+class UnlikeReference:
+    """What a policy is measured against: the training images' pixel range and the dev
+    images' brightness and contrast (computed once, before training)."""
+
+    pixel_range: dict
+    dev_means: torch.Tensor
+    dev_stds: torch.Tensor
+
+    @classmethod
+    def of(cls, train_images: torch.Tensor, dev_images: torch.Tensor) -> UnlikeReference:
+        """From stored images (uint8 or float), the dev images in the dev Evaluation's order."""
+        means, stds = _batched_statistics(dev_images)
+        return cls(pixel_range(train_images), means, stds)
+
+
 def unlike_training(
     images: torch.Tensor,
     logits: torch.Tensor,
@@ -45,11 +110,23 @@ def unlike_training(
     pixels: dict | None,
 ) -> torch.Tensor:
     """A bool per raw image: energy above `threshold`, or outside the `pixels` range."""
-    flagged = torch.zeros(len(images), dtype=torch.bool)
+    means, stds = pixel_statistics(images)
+    energies = energy_score(logits) if threshold is not None else None
+    return _flagged(means, stds, energies, threshold, pixels)
+
+
+def _flagged(
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    energies: torch.Tensor | None,
+    threshold: float | None,
+    pixels: dict | None,
+) -> torch.Tensor:
+    flagged = torch.zeros(len(means), dtype=torch.bool)
     if threshold is not None:
-        flagged |= energy_score(logits) > threshold
+        flagged |= energies.cpu() > threshold
     if pixels is not None:
-        for values, name in zip(pixel_statistics(images), ("mean", "std"), strict=True):
+        for values, name in zip((means, stds), ("mean", "std"), strict=True):
             low, high = pixels[name]
             flagged |= (values < low) | (values > high)
     return flagged
@@ -81,30 +158,25 @@ def pixel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return images.mean(dim=dims).cpu(), images.std(dim=dims).cpu()
 
 
-def pixel_range(images: torch.Tensor, batch: int = 4096) -> dict:
-    """The PIXEL_PERCENTILES range of brightness and contrast of stored images (uint8 or
-    float), computed in batches."""
-    means, stds = [], []
+def _batched_statistics(images: torch.Tensor, batch: int = 4096) -> tuple[torch.Tensor, ...]:
+    """pixel_statistics of stored images (uint8 or float), computed in batches."""
+    means, stds = [torch.zeros(0)], [torch.zeros(0)]
     for start in range(0, len(images), batch):
         mean, std = pixel_statistics(to_unit(images[start : start + batch]))
         means.append(mean)
         stds.append(std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def pixel_range(images: torch.Tensor, batch: int = 4096) -> dict:
+    """The PIXEL_PERCENTILES range of brightness and contrast of stored images (uint8 or
+    float), computed in batches."""
+    means, stds = _batched_statistics(images, batch)
     q = torch.tensor(PIXEL_PERCENTILES, dtype=torch.float64) / 100
-    mean, std = torch.cat(means).double(), torch.cat(stds).double()
+    mean, std = means.double(), stds.double()
     return {
         "mean": torch.quantile(mean, q).tolist(),
         "std": torch.quantile(std, q).tolist(),
         "percentiles": list(PIXEL_PERCENTILES),
         "images": len(mean),
     }
-
-
-def run_pixel_range(run) -> tuple[dict | None, str]:
-    """The pixel range of a run's training images, or None and why it cannot be had."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the data's problems were reported in training
-            splits = run.load_data()
-    except (RunError, DataError) as exc:
-        return None, f"{NO_PIXELS}: {str(exc).splitlines()[0]}"
-    return pixel_range(splits.train.images), ""

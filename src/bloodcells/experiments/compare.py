@@ -27,7 +27,7 @@ from pathlib import Path
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.experiments.plan import COMPARISON_FILE, is_sweep, iter_runs
 from bloodcells.experiments.variants import variant_name
-from bloodcells.runs.folder import Run, load_run
+from bloodcells.runs import Run, load_run
 from bloodcells.stats.seeds import (
     CONFIDENCE,
     INTERVAL,
@@ -69,15 +69,15 @@ def score_runs(
             reason = "not trained yet" if not path.exists() else str(exc).split(": ", 1)[-1]
             left_out.append({"run": str(path), "reason": reason})
             continue
-        status = run.metrics.get("status", "unknown")
-        value = run.metrics.get(metric)
+        status = run.metrics.status or "unknown"
+        value = getattr(run.metrics, metric)
         if status != "finished":
             left_out.append({"run": str(run.path), "reason": status})
         elif not isinstance(value, int | float) or not math.isfinite(value):
             left_out.append({"run": str(run.path), "reason": f"no {metric} in metrics.json"})
         else:
-            sweep = run.info.get("sweep") if isinstance(run.info.get("sweep"), dict) else {}
-            name = sweep.get("variant") or variant_name(run.config)
+            sweep = run.info.sweep
+            name = (sweep.variant if sweep else None) or variant_name(run.config)
             scored.append(Scored(run, run.config.seed, float(value), str(name)))
     return scored, left_out
 

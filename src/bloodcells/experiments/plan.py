@@ -21,10 +21,11 @@ from pathlib import Path
 from bloodcells._version import __version__
 from bloodcells.errors import BloodcellsError, ModelError, RunError
 from bloodcells.experiments.variants import Variant, parse_seeds, parse_variants
-from bloodcells.runs.folder import CONFIG
-from bloodcells.training.config import MAX_EPOCHS, TrainConfig, check_whole
+from bloodcells.runs.record import CONFIG
+from bloodcells.training.config import TrainConfig
 from bloodcells.utils.devices import check_device, select_device
 from bloodcells.utils.files import check_output_folder, write_atomic
+from bloodcells.utils.validation import check_amp, check_epochs
 
 SWEEP_FILE = "sweep.json"
 COMPARISON_FILE = "comparison.json"
@@ -142,13 +143,16 @@ def plan_sweep(
     device: str | None = None,
 ) -> SweepPlan:
     """A checked plan: every variant's config is valid and the device exists (nothing made)."""
-    check_whole("--epochs", epochs, 1, MAX_EPOCHS)
+    check_epochs(epochs)
     variants = parse_variants(variants) if isinstance(variants, str) else list(variants)
     seeds = parse_seeds(seeds if isinstance(seeds, str | int) else ",".join(map(str, seeds)))
     check_device(device)
     for v in variants:
-        if v.config(0, epochs, device).amp and select_device(device).type != "cuda":
-            raise ModelError(f"variant {v.name!r}: amp (bf16 autocast) needs a CUDA device")
+        amp = v.config(0, epochs, device).amp
+        try:
+            check_amp(amp, select_device(device))
+        except BloodcellsError as exc:
+            raise ModelError(f"variant {v.name!r}: {exc}") from None
     root = Path(data)
     if not root.is_dir():
         raise BloodcellsError(f"{data}: no such dataset folder")

@@ -9,7 +9,6 @@ if never stopped), runs with no finished epoch start again, diverged runs stay a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,20 +20,18 @@ from bloodcells.data import Splits, Transform, load_dataset
 from bloodcells.errors import RunError, TrainingDiverged
 from bloodcells.experiments.plan import SweepPlan, write_sweep_file
 from bloodcells.experiments.variants import Variant
-from bloodcells.runs.folder import (
-    CHECKPOINT,
-    CONFIG,
-    RunWriter,
-    load_run,
-    read_checkpoint,
-)
+from bloodcells.runs import RunWriter, SweepMember, load_run
+from bloodcells.runs.folder import read_checkpoint
+from bloodcells.runs.record import CHECKPOINT, CONFIG
+from bloodcells.runs.training import reference_of
 from bloodcells.training.config import TrainConfig
-from bloodcells.training.loop import Callback, History, fit, make_model, make_optimizer, restore
+from bloodcells.training.loop import fit, make_model, make_optimizer, restore
+from bloodcells.training.records import Callback, History
 from bloodcells.training.stacked.fit import Member, StackCallback, fit_stacked
 from bloodcells.training.stacked.layers import stackable
 from bloodcells.training.stacked.plan import max_members, split_evenly, stack_key
 from bloodcells.utils.devices import select_device
-from bloodcells.utils.locks import folder_lock, writer_alive
+from bloodcells.utils.locks import folder_lock
 
 # --- training ---------------------------------------------------------------------------
 
@@ -90,14 +87,12 @@ def _epochs_done(run_dir: Path, config: TrainConfig) -> int | str:
         raise RunError(
             f"{run_dir}: holds a run of another config than the sweep plans; move it away"
         )
-    writer = run.metrics.get("writer")
-    running = run.metrics.get("status") == "running" and writer_alive(writer)
-    if running and writer.get("pid") != os.getpid():
+    pid = run.writing_elsewhere()
+    if pid is not None:
         raise RunError(
-            f"{run_dir}: process {writer.get('pid')} is training this run right now; "
-            "wait for it or stop it first"
+            f"{run_dir}: process {pid} is training this run right now; wait for it or stop it first"
         )
-    if run.metrics.get("status") == "diverged":
+    if run.metrics.status == "diverged":
         return "diverged"
     if len(run.history) >= config.epochs:
         return "finished"
@@ -171,20 +166,19 @@ def _train_job(
 ) -> list[str]:
     num_classes = len(splits.classes)
     trained = "stacked" if job.stacked else "alone"
+    reference = reference_of(splits)
     members = []
     for variant, seed, config, run_dir in job.members:
         device = select_device(config.device)
         model, optimizer, history = _member(config, run_dir, job.epochs_done, num_classes, device)
-        extra = {
-            "sweep": {
-                "folder": sweep_name,
-                "variant": variant.name,
-                "seed": seed,
-                "trained": trained,
-                "stack_size": len(job.members) if job.stacked else 1,
-            }
-        }
-        callbacks: list[Callback] = [RunWriter(run_dir, splits.root, extra)]
+        sweep = SweepMember(
+            folder=sweep_name,
+            variant=variant.name,
+            seed=seed,
+            trained=trained,
+            stack_size=len(job.members) if job.stacked else 1,
+        )
+        callbacks: list[Callback] = [RunWriter(run_dir, splits.root, sweep, reference)]
         if run_callbacks is not None and not job.stacked:
             callbacks += run_callbacks(variant.name, config)
         members.append(Member(model, optimizer, config, history, callbacks))

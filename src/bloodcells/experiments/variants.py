@@ -13,11 +13,10 @@ import math
 import re
 from dataclasses import dataclass
 
-import torch
-
 from bloodcells.errors import BloodcellsError, ModelError
-from bloodcells.models.registry import build_model, get_spec
-from bloodcells.training.config import MAX_SEED, TrainConfig
+from bloodcells.models.registry import get_spec
+from bloodcells.training.config import TrainConfig, check_buildable
+from bloodcells.utils.validation import MAX_SEED
 
 LAB_VARIANTS = ("base", "bn2", "dropout", "extra_fc", "lr=1e-3", "lr=5e-5")
 NAMED = {
@@ -71,8 +70,7 @@ class Variant:
                     "options": {k: v for k, v in values.items() if k in OPTIONS and v},
                 }
             )
-            with torch.device("meta"):  # the options and image size, allocating nothing
-                build_model(model, config.channels, 2, config.image_size, **config.options)
+            check_buildable(config)
         except BloodcellsError as exc:
             raise type(exc)(f"variant {self.name!r}: {exc}") from None
         return config
@@ -110,8 +108,8 @@ def _key(key: str, variant: str) -> str:
     key = key.replace("-", "_").lower()
     key = ALIASES.get(key, key)
     if key in SWEEP_WIDE:
-        flag = "--seeds" if key == "seed" else f"--{key}"
-        raise ModelError(f"variant {variant!r}: {key} is set for the whole sweep ({flag})")
+        whole = "seeds" if key == "seed" else key
+        raise ModelError(f"variant {variant!r}: {key} is set for the whole sweep ({whole})")
     if key not in FIELDS and key not in OPTIONS:
         raise ModelError(
             f"variant {variant!r}: unknown option {key!r}; "
@@ -154,7 +152,7 @@ def parse_variants(text: str) -> list[Variant]:
             continue
         names.extend(LAB_VARIANTS if part == "lab" else [part])
     if not names:
-        raise ModelError("no variants given; use e.g. --variants lab or --variants base,bn2")
+        raise ModelError("no variants given; use e.g. lab, or base,bn2")
     variants = [parse_variant(n) for n in names]
     seen: dict[str, str] = {}
     for v in variants:  # each checked now (a one-line error naming it), and told apart
@@ -174,7 +172,7 @@ def parse_seeds(text: str | int) -> list[int]:
         if re.fullmatch(r"\d+", text):
             count = int(text)
             if not 1 <= count <= MAX_SEEDS:
-                raise BloodcellsError(f"--seeds must be from 1 to {MAX_SEEDS}, not {count}")
+                raise BloodcellsError(f"seeds must be from 1 to {MAX_SEEDS}, not {count}")
             return list(range(count))
         if m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", text):
             low, high = int(m[1]), int(m[2])
@@ -185,12 +183,12 @@ def parse_seeds(text: str | int) -> list[int]:
             seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise BloodcellsError(
-            f"--seeds takes a count (5), a list (0,3,7) or a range (10-14), not {text!r}"
+            f"seeds takes a count (5), a list (0,3,7) or a range (10-14), not {text!r}"
         ) from None
     if len(seeds) > MAX_SEEDS:
         raise BloodcellsError(f"at most {MAX_SEEDS} seeds in one sweep, not {len(seeds)}")
     if len(set(seeds)) != len(seeds):
-        raise BloodcellsError(f"--seeds lists a seed twice: {text}")
+        raise BloodcellsError(f"seeds lists a seed twice: {text}")
     if bad := [s for s in seeds if not 0 <= s <= MAX_SEED]:
         raise BloodcellsError(f"seeds must be from 0 to {MAX_SEED}, not {bad[0]}")
     return seeds

@@ -6,9 +6,10 @@ images, divide by 255 first), does the lab's per-image standardization itself an
 JSON object under the key "bloodcells" (ONNX metadata_props; a TorchScript extra file
 bloodcells.json): classes, size, channels, the standardization, the training data's name,
 the dev-set results (confusion matrix, per-class metrics), the unlike-training threshold and
-the bloodcells version. `Predictor.from_path` reads it back (load_export below, which
-refuses a format_version it does not know and metadata that disagrees with the graph), so
-`bloodcells predict model.onnx cells/` needs no run folder.
+the bloodcells version. `Predictor.from_path` reads it back as an engine
+(bloodcells.inference.engines.load_export, which refuses a format_version it does not know
+and metadata that disagrees with the graph), so `bloodcells predict model.onnx cells/`
+needs no run folder.
 
 After writing, the file is run (onnxruntime, or torch.jit.load) on the run's dev images and
 compared with the PyTorch model: any probability more than CHECK_TOLERANCE apart is an error,
@@ -20,10 +21,8 @@ of several runs can share a folder.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,29 +30,28 @@ import torch
 from torch import nn
 
 from bloodcells._version import __version__, versions
-from bloodcells.data import EPS, Splits, Transform, to_unit
+from bloodcells.data import EPS, Splits, to_unit
 from bloodcells.errors import BloodcellsError, DataError, RunError
-from bloodcells.evaluation.ood import DEV_FLAGGED, flagged_share, pixel_range
-from bloodcells.inference.engines import TorchEngine
-from bloodcells.inference.predictor import (
+from bloodcells.evaluation.ood import UnlikePolicy
+from bloodcells.inference.engines import load_export
+from bloodcells.inference.engines.base import (
+    EXTRA_FILE,
+    FORMAT_VERSION,
+    FORMATS,
+    INPUT,
+    INSTALL,
     METADATA_KEY,
-    Predictor,
-    data_name,
-    dev_results,
-    interrupted_note,
+    OUTPUTS,
+    gist,
+    quiet,
 )
+from bloodcells.inference.predictor import Predictor, data_name, dev_results, interrupted_note
 from bloodcells.utils.files import output_file, output_folder, write_atomic
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "torchscript": ()}
 CHECK_TOLERANCE = 1e-4
 CHECK_BATCH = 1024
-INPUT, OUTPUTS = "images", ("logits", "probabilities")
-EXTRA_FILE = "bloodcells.json"
 CARD_SUFFIX = ".card.md"  # model.onnx -> model.card.md
-FORMAT_VERSION = 1  # of the metadata: what this release writes
-READ_VERSIONS = (1,)  # what it reads
-INSTALL = "pip install 'bloodcells[export]'"
 
 
 class RawImageModel(nn.Module):
@@ -132,11 +130,11 @@ def export_paths(
     card = card_path(target)
     if not overwrite:
         if target.exists():
-            raise BloodcellsError(f"{target}: exists; pass --overwrite to replace it")
+            raise BloodcellsError(f"{target}: exists; pass overwrite=True to replace it")
         if card.exists() and not _is_card_of(card, run):
             raise BloodcellsError(
                 f"{card}: exists and is not this run's card; choose another file name, "
-                "or pass --overwrite to replace it"
+                "or pass overwrite=True to replace it"
             )
     return target, card
 
@@ -156,7 +154,7 @@ def export_run(
     """Export `run` (a runs.Run) to `fmt`; check it on the dev images unless told not."""
     check_format(fmt)
     target, card = export_paths(run, fmt, output, overwrite)
-    splits, note = _dev_data(run)  # for the check, the card's counts, the pixel range
+    splits, note = _dev_data(run)  # for the check and the card's counts
     meta = metadata(run, splits)
     model = RawImageModel(run.load_model("cpu"))
     made = not target.parent.exists()
@@ -167,8 +165,8 @@ def export_run(
             (write_onnx if fmt == "onnx" else write_torchscript)(model, meta, temp)
         except Exception as exc:  # the exporters raise many types; a bug, but the user's problem
             raise BloodcellsError(
-                f"{target}: torch could not export this model to {fmt} ({_gist(exc)}); "
-                f"try the other format, or --debug for the details"
+                f"{target}: torch could not export this model to {fmt} ({gist(exc)}); "
+                "try the other format"
             ) from exc
         result = None
         if check and splits is not None:
@@ -186,6 +184,7 @@ def export_run(
                 target.parent.rmdir()  # the folder this export made, if it is still empty
     write_atomic(card, model_card(run, meta, target.stem))
     notes = [interrupted_note(run)] if run.interrupted else []
+    notes += _unlike_notes(run)
     return ExportResult(target, card, result, note, notes)
 
 
@@ -221,16 +220,16 @@ def metadata(run, splits: Splits | None = None) -> dict:
         "standardization": f"per image over C×H×W: (x - mean) / (std + {EPS:g}), unbiased std",
         "data": data_name(run.data_root),
         "dev": dev_results(run.metrics),
-        "unlike_training": _unlike_training(run, splits),
+        "unlike_training": _unlike_training(run),
         "training": {
             "epochs": c.epochs,
             "batch_size": c.batch_size,
             "learning_rate": c.learning_rate,
             "seed": c.seed,
-            "parameters": run.info.get("parameters"),
-            "device": run.info.get("device"),
-            "created": run.info.get("created"),
-            "versions": run.info.get("versions"),
+            "parameters": run.info.parameters,
+            "device": run.info.device,
+            "created": run.info.created,
+            "versions": run.info.versions,
         },
         "exported_with": versions(),
     }
@@ -239,33 +238,23 @@ def metadata(run, splits: Splits | None = None) -> dict:
     return meta
 
 
-def _unlike_training(run, splits: Splits | None) -> dict:
-    """The run's energy threshold, the brightness/contrast range of its training images and
-    the share of its dev images the two flag."""
-    unlike = dict(run.metrics.get("unlike_training") or {})
-    if splits is None:
-        return unlike
-    if "pixel_range" not in unlike:
-        unlike["pixel_range"] = pixel_range(splits.train.images)
-    if unlike.get(DEV_FLAGGED) is None:
-        engine = TorchEngine(run.load_model("cpu"))
-        unlike[DEV_FLAGGED] = flagged_share(
-            engine, splits.test.images, unlike.get("threshold"), unlike["pixel_range"]
-        )
-    return unlike
+def _unlike_training(run) -> dict:
+    """The run's unlike-training policy as recorded in training (evaluation.ood.UnlikePolicy):
+    the energy threshold, the training images' brightness/contrast range, the dev share."""
+    policy = run.metrics.unlike_training
+    return policy.to_dict() if policy is not None else {}
 
 
-def _quiet():
-    """Silence the exporters' progress prints and deprecation warnings (torch.jit is)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    return stack
+def _unlike_notes(run) -> list[str]:
+    """What of the unlike-training check the exported file lacks (runs of older versions)."""
+    policy = run.metrics.unlike_training or UnlikePolicy()
+    return [f"the exported file: {n}" for n in policy.notes("the run did not record them")]
 
 
 def _example(meta: dict) -> torch.Tensor:
-    return torch.rand(2, meta["channels"], meta["size"], meta["size"])
+    """Two images for tracing, drawn from a generator of their own: the caller's is untouched."""
+    shape = (2, meta["channels"], meta["size"], meta["size"])
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
 
 
 def write_onnx(model: RawImageModel, meta: dict, path: Path) -> None:
@@ -273,7 +262,7 @@ def write_onnx(model: RawImageModel, meta: dict, path: Path) -> None:
     import onnx
 
     batch = torch.export.Dim("batch")
-    with _quiet():
+    with quiet():
         program = torch.onnx.export(
             model,
             (_example(meta),),
@@ -291,184 +280,9 @@ def write_onnx(model: RawImageModel, meta: dict, path: Path) -> None:
 
 def write_torchscript(model: RawImageModel, meta: dict, path: Path) -> None:
     """A traced TorchScript file with the metadata as the extra file bloodcells.json."""
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         traced = torch.jit.trace(model, _example(meta))
         torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
-
-
-def load_export(path: Path, kind: str, device: str | None = None) -> tuple[object, dict]:
-    """An exported file's engine (raw images -> logits, probabilities) and its metadata,
-    checked: a format version this release reads, metadata that agrees with the graph."""
-    load = _load_onnx if kind == "onnx" else _load_torchscript
-    engine, meta = load(path, device)
-    check_metadata(meta, path)
-    if isinstance(engine, OnnxEngine):
-        _check_onnx_shapes(engine.session, meta, path)
-    _check_graph(engine, meta, path)
-    return engine, meta
-
-
-def check_metadata(meta: dict, path: Path) -> None:
-    """A BloodcellsError naming `path` unless `meta` is metadata this release can use."""
-    version = meta.get("format_version")
-    if isinstance(version, bool) or version not in READ_VERSIONS:
-        readable = ", ".join(str(v) for v in READ_VERSIONS)
-        raise BloodcellsError(
-            f"{path}: its bloodcells metadata has format_version {version!r}, and bloodcells "
-            f"{__version__} reads only format_version {readable}; use the bloodcells that "
-            "exported it, or export the run again with this one"
-        )
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise _damaged(path, "its classes are not a list of names")
-    if not all(isinstance(c, str) and c for c in classes):
-        raise _damaged(path, "a class name is not a non-empty text")
-    if len(set(classes)) != len(classes):
-        raise _damaged(path, "a class name appears twice")
-    for key in ("size", "channels"):
-        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
-            raise _damaged(path, f"{key} is {meta.get(key)!r}, not a whole number")
-    try:
-        Transform(meta["size"], meta["channels"])
-    except DataError as exc:
-        raise _damaged(path, str(exc)) from None
-
-
-def _damaged(path: Path, what: str) -> BloodcellsError:
-    return BloodcellsError(
-        f"{path}: its bloodcells metadata is damaged ({what}); export the run again"
-    )
-
-
-def _disagree(path: Path, what: str) -> BloodcellsError:
-    return BloodcellsError(
-        f"{path}: its bloodcells metadata disagrees with its graph: {what}; "
-        "the file was changed after export: export the run again"
-    )
-
-
-def _check_onnx_shapes(session, meta: dict, path: Path) -> None:
-    """The graph's input and outputs: the names export gives them, the metadata's shapes."""
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    outputs = {o.name: o.shape for o in session.get_outputs()}
-    if INPUT not in inputs or not all(name in outputs for name in OUTPUTS):
-        takes = ", ".join(inputs) or "nothing"
-        gives = ", ".join(outputs) or "nothing"
-        raise _disagree(
-            path, f"it takes {takes} and gives {gives}, not {INPUT} -> {', '.join(OUTPUTS)}"
-        )
-    shape = inputs[INPUT]
-    if len(shape) != 4:
-        raise _disagree(path, f"its input has {len(shape)} dimensions, not N×C×H×W")
-    channels, height, width = shape[1:]
-    if isinstance(channels, int) and channels != meta["channels"]:
-        raise _disagree(
-            path, f"the metadata says {meta['channels']} channels, the graph takes {channels}"
-        )
-    size = meta["size"]
-    if any(isinstance(d, int) and d != size for d in (height, width)):
-        raise _disagree(
-            path, f"the metadata says {size}×{size} images, the graph takes {height}×{width}"
-        )
-    k = len(meta["classes"])
-    for name in OUTPUTS:
-        got = outputs[name][-1] if outputs[name] else None
-        if isinstance(got, int) and got != k:
-            raise _disagree(path, f"the metadata lists {k} classes, the graph gives {got}")
-
-
-def _check_graph(engine, meta: dict, path: Path) -> None:
-    """Run the graph on one blank image of the metadata's shape: one output per class."""
-    c, size, k = meta["channels"], meta["size"], len(meta["classes"])
-    try:
-        with _quiet():
-            outputs = engine(torch.zeros(1, c, size, size))
-    except Exception as exc:  # onnxruntime and TorchScript raise their own types
-        raise _disagree(
-            path, f"the graph fails on the 1×{c}×{size}×{size} images it describes ({_gist(exc)})"
-        ) from None
-    for name, output in zip(OUTPUTS, outputs, strict=True):
-        if tuple(output.shape) != (1, k):
-            shape = "×".join(map(str, output.shape))
-            raise _disagree(
-                path, f"the metadata lists {k} classes, the graph's {name} are {shape} per image"
-            )
-
-
-class OnnxEngine:
-    def __init__(self, session) -> None:
-        self.session = session
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.detach().cpu().float().contiguous().numpy()
-        logits, probabilities = self.session.run(list(OUTPUTS), {INPUT: x})
-        return torch.from_numpy(logits), torch.from_numpy(probabilities)
-
-
-class TorchScriptEngine:
-    def __init__(self, module, device: torch.device) -> None:
-        self.module, self.device = module.eval(), device
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, probabilities = self.module(images.to(self.device))
-        return logits.float().cpu(), probabilities.float().cpu()
-
-
-def _load_onnx(path: Path, device: str | None) -> tuple[OnnxEngine, dict]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BloodcellsError(
-            f"{path}: running an .onnx file needs onnxruntime, which is not installed; {INSTALL}"
-        ) from None
-    providers = ["CPUExecutionProvider"]
-    if device and device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BloodcellsError(f"{path}: this onnxruntime cannot use {device}; use --device cpu")
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own types for a damaged file
-        raise BloodcellsError(f"{path}: not a readable ONNX model ({_gist(exc)})") from None
-    meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return OnnxEngine(session), _parse(meta, path)
-
-
-def _load_torchscript(path: Path, device: str | None) -> tuple[TorchScriptEngine, dict]:
-    from bloodcells.utils.devices import select_device
-
-    device_ = select_device(device)
-    extra = {EXTRA_FILE: ""}
-    try:
-        with _quiet():
-            module = torch.jit.load(str(path), map_location=device_, _extra_files=extra)
-    except Exception:  # a state dict (a run's weights.pt), or a damaged file
-        raise BloodcellsError(
-            f"{path}: not a TorchScript file made by bloodcells export; "
-            "for a run's weights.pt, pass the run folder"
-        ) from None
-    return TorchScriptEngine(module, device_), _parse(extra[EXTRA_FILE] or None, path)
-
-
-def _parse(meta: str | bytes | None, path: Path) -> dict:
-    if not meta:
-        raise BloodcellsError(
-            f"{path}: a model file without bloodcells metadata; "
-            "predict takes files made by bloodcells export, or run folders"
-        )
-    try:
-        parsed = json.loads(meta)
-    except ValueError as exc:
-        raise BloodcellsError(f"{path}: its bloodcells metadata is damaged ({exc})") from None
-    if not isinstance(parsed, dict):
-        raise BloodcellsError(f"{path}: its bloodcells metadata is damaged (not an object)")
-    return parsed
-
-
-def _gist(exc: Exception) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return first if len(first) <= 120 else first[:117] + "..."
 
 
 def check_export(reference: Predictor, path: Path, fmt: str, splits: Splits) -> CheckResult:
@@ -494,7 +308,7 @@ def _is_card_of(card: Path, run) -> bool:
 
 
 def _card_marker(run) -> str:
-    return f"<!-- bloodcells model card of run {run.name} ({run.info.get('created')}) -->"
+    return f"<!-- bloodcells model card of run {run.name} ({run.info.created}) -->"
 
 
 def model_card(run, meta: dict, name: str = "model") -> str:

@@ -28,8 +28,7 @@ number of files.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,26 +38,17 @@ import torch
 from bloodcells.analysis.adapt import adapt_batchnorm, require_batchnorm
 from bloodcells.data import Transform, standardize
 from bloodcells.data.inputs import find_images, in_memory, load_image
-from bloodcells.errors import BloodcellsError, DataError, RunError
-from bloodcells.evaluation.ood import (
-    DEV_FLAGGED,
-    NO_ENERGY,
-    NO_PIXELS,
-    UNLIKE_TRAINING,
-    flagged_share,
-    run_pixel_range,
-    unlike_training,
-)
+from bloodcells.errors import BloodcellsError, RunError
+from bloodcells.evaluation.ood import UNLIKE_TRAINING, UnlikePolicy, unlike_training
 from bloodcells.inference.count import DifferentialCount, Tally, differential_count
-from bloodcells.inference.engines import TorchEngine
+from bloodcells.inference.engines import KINDS, Engine, TorchEngine, load_export
 from bloodcells.ops.image_ops import dihedral_views
+from bloodcells.runs.record import RunMetrics
 from bloodcells.utils.devices import cpu_threads, decode_workers
 
 MIN_CONFIDENCE = 0.5
-CHUNK = 512  # images decoded and predicted at a time (--batch-size)
+CHUNK = 512  # images decoded and predicted at a time (batch_size)
 MAX_CHUNK = 8192
-METADATA_KEY = "bloodcells"  # the JSON in ONNX metadata_props / TorchScript extra files
-EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 NOT_A_MODEL = "neither a run folder nor a model file exported by bloodcells export (.onnx, .pt)"
 
 
@@ -67,10 +57,10 @@ class Predictor:
     """A trained model with everything needed to apply it: classes, transform, dev results.
 
     `engine` maps raw images (float32 in [0, 1], N×C×H×W, on the CPU) to (logits,
-    probabilities), both N×K float32 on the CPU.
+    probabilities), both N×K float32 on the CPU (see bloodcells.inference.engines).
     """
 
-    engine: object
+    engine: Engine
     classes: list[str]
     transform: Transform
     confusion: list[list[int]] | None = None  # dev set, rows true, columns predicted
@@ -83,15 +73,17 @@ class Predictor:
     notes: list[str] = field(default_factory=list)  # what the user should know (checks off)
     tta: bool = False  # average the probabilities over the 8 dihedral views
     dev_flagged: float | None = None  # share of the dev images flagged unlike-training
-    # the dev images (stored), to measure dev_flagged when it was not recorded
-    dev_images: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_min_confidence(self.min_confidence)
 
     @classmethod
     def from_path(
-        cls, path: str | Path, device: str | None = None, min_confidence: float = MIN_CONFIDENCE
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        min_confidence: float = MIN_CONFIDENCE,
+        tta: bool = False,
     ) -> Predictor:
         """A run folder, or a .onnx or .pt (TorchScript) file made by `bloodcells export`."""
         path = Path(path)
@@ -104,20 +96,22 @@ class Predictor:
                 if (path / "config.json").exists():
                     raise
                 raise RunError(f"{path}: {NOT_A_MODEL}") from exc
-            return cls.from_run(run, device, min_confidence)
+            return cls.from_run(run, device, min_confidence, tta)
         if not path.exists():
             raise BloodcellsError(f"{path}: no such file or folder")
-        kind = EXPORT_SUFFIXES.get(path.suffix.lower())
+        kind = KINDS.get(path.suffix.lower())
         if kind is None:
             raise BloodcellsError(f"{path}: {NOT_A_MODEL}")
-        from bloodcells.inference.export import load_export
-
         engine, meta = load_export(path, kind, device)
-        return cls._from_metadata(engine, meta, path, kind, min_confidence)
+        return cls._from_metadata(engine, meta, path, kind, min_confidence, tta)
 
     @classmethod
     def from_run(
-        cls, run, device: str | None = None, min_confidence: float = MIN_CONFIDENCE
+        cls,
+        run,
+        device: str | None = None,
+        min_confidence: float = MIN_CONFIDENCE,
+        tta: bool = False,
     ) -> Predictor:
         """The Predictor of a loaded run (bloodcells.runs.folder.Run)."""
         from bloodcells.utils.devices import select_device
@@ -125,27 +119,27 @@ class Predictor:
         device_ = select_device(device)
         engine = TorchEngine(run.load_model(device_), device_)
         m = run.metrics
-        unlike = m.get("unlike_training") or {}
+        unlike = m.unlike_training or UnlikePolicy()
         notes = [interrupted_note(run)] if run.interrupted else []
-        notes += [] if unlike.get("threshold") is not None else [NO_ENERGY]
-        pixels = unlike.get("pixel_range")
-        if pixels is None:
-            pixels, why = run_pixel_range(run)
-            notes += [why] if why else []
+        notes += unlike.notes("the run did not record them")
         return cls(
-            engine,
-            list(run.classes),
-            run.transform,
-            m.get("confusion_matrix"),
-            unlike.get("threshold"),
-            pixels,
-            min_confidence,
-            str(run.path),
-            "run",
-            {"model": run.config.model, "data": data_name(run.data_root), "dev": dev_results(m)},
-            notes,
-            dev_flagged=unlike.get(DEV_FLAGGED),
-            dev_images=lambda: run.load_data().test.images,
+            engine=engine,
+            classes=list(run.classes),
+            transform=run.transform,
+            confusion=m.confusion_matrix,
+            unlike_threshold=unlike.threshold,
+            pixel_range=unlike.pixel_range,
+            min_confidence=min_confidence,
+            source=str(run.path),
+            kind="run",
+            info={
+                "model": run.config.model,
+                "data": data_name(run.data_root),
+                "dev": dev_results(m),
+            },
+            notes=notes,
+            tta=tta,
+            dev_flagged=unlike.dev_flagged,
         )
 
     @classmethod
@@ -154,24 +148,37 @@ class Predictor:
     ) -> Predictor:
         """A Predictor of a model in hand (trained by fit, say): no dev results unless given."""
         device = next(model.parameters()).device
-        return cls(TorchEngine(model, device), list(classes), transform, **kwargs)
+        engine = TorchEngine(model, device)
+        return cls(engine=engine, classes=list(classes), transform=transform, **kwargs)
 
     @classmethod
-    def _from_metadata(cls, engine, meta: dict, path: Path, kind: str, min_confidence: float):
+    def _from_metadata(
+        cls, engine: Engine, meta: dict, path: Path, kind: str, min_confidence: float, tta: bool
+    ) -> Predictor:
         try:
             transform = Transform(int(meta["size"]), int(meta["channels"]))
             classes = [str(c) for c in meta["classes"]]
         except (KeyError, TypeError, ValueError, BloodcellsError) as exc:
             raise BloodcellsError(f"{path}: its bloodcells metadata is damaged ({exc})") from None
         dev = meta.get("dev") or {}
-        unlike = meta.get("unlike_training") or {}
-        threshold, pixels = unlike.get("threshold"), unlike.get("pixel_range")
-        notes = [] if threshold is not None else [NO_ENERGY]
-        notes += [] if pixels is not None else [f"{NO_PIXELS}: the file does not carry them"]
+        unlike = UnlikePolicy.from_dict(meta.get("unlike_training") or {})
+        notes = unlike.notes("the file does not carry them")
         info = {k: meta.get(k) for k in ("model", "data", "run", "bloodcells")} | {"dev": dev}
-        confusion = dev.get("confusion_matrix")
-        return cls(engine, classes, transform, confusion, threshold, pixels, min_confidence,
-                   str(path), kind, info, notes, dev_flagged=unlike.get(DEV_FLAGGED))  # fmt: skip
+        return cls(
+            engine=engine,
+            classes=classes,
+            transform=transform,
+            confusion=dev.get("confusion_matrix"),
+            unlike_threshold=unlike.threshold,
+            pixel_range=unlike.pixel_range,
+            min_confidence=min_confidence,
+            source=str(path),
+            kind=kind,
+            info=info,
+            notes=notes,
+            tta=tta,
+            dev_flagged=unlike.dev_flagged,
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -196,7 +203,7 @@ class Predictor:
         al. 2020), on a copy: the run or file it came from is never changed."""
         if not isinstance(self.engine, TorchEngine):
             raise BloodcellsError(
-                f"{self.source}: --adapt-bn needs a run folder (an exported file is fixed)"
+                f"{self.source}: adapt_batchnorm needs a run folder (an exported file is fixed)"
             )
         require_batchnorm(self.engine.model, (self.info or {}).get("model", self.source))
         x = standardize(images.to(self.engine.device))
@@ -231,18 +238,8 @@ class Predictor:
         return unlike_training(images, logits, self.unlike_threshold, self.pixel_range)
 
     def dev_flagged_share(self) -> float | None:
-        """The share of the model's dev images flagged unlike-training: as recorded, or
-        measured now on a run's data; None when neither can be had."""
-        if self.dev_flagged is None and self.dev_images is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the data's problems were reported in training
-                try:
-                    images = self.dev_images()
-                except (RunError, DataError, OSError):
-                    return None
-            self.dev_flagged = flagged_share(
-                self.engine, images, self.unlike_threshold, self.pixel_range
-            )
+        """The share of the model's dev images flagged unlike-training, as recorded when it
+        was trained; None when it was not (older runs and files)."""
         return self.dev_flagged
 
     def unreadable_row(self, path: str) -> dict:
@@ -396,7 +393,7 @@ def interrupted_note(run) -> str:
 
 def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_CHUNK:
-        raise BloodcellsError(f"batch size must be 1 to {MAX_CHUNK}, not {batch_size}")
+        raise BloodcellsError(f"batch_size must be 1 to {MAX_CHUNK}, not {batch_size}")
     return batch_size
 
 
@@ -404,7 +401,7 @@ def data_name(data_root: str | None) -> str | None:
     return Path(data_root).name if data_root else None
 
 
-def dev_results(metrics: dict) -> dict:
-    """The dev-set results a Predictor and an export carry."""
+def dev_results(metrics: RunMetrics) -> dict:
+    """The dev-set results a Predictor and an export carry, from a run's record."""
     keys = ("n", "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "epoch")
-    return {k: metrics[k] for k in keys if k in metrics}
+    return {k: getattr(metrics, k) for k in keys if getattr(metrics, k) is not None}

@@ -1,1 +1,4 @@
-"""The networks: the lab's two CNNs and VGG16, built by name from one registry."""
+"""The networks: the lab's two CNNs (cnn) and VGG16 (vgg), built by name (registry).
+
+Nothing is imported here: `bloodcells models` reads the torch-free catalogue (specs) alone.
+"""

@@ -113,15 +113,15 @@ def parse_augment(spec: str | None, channels: int = 1) -> dict[str, float | None
     if spec is None:
         return {}
     if not isinstance(spec, str):
-        raise BloodcellsError(f"--augment must be text, not {spec!r}")
+        raise BloodcellsError(f"augment must be text, not {spec!r}")
     if len(spec) > MAX_SPEC:
-        raise BloodcellsError(f"--augment is {len(spec)} characters long; at most {MAX_SPEC}")
+        raise BloodcellsError(f"augment is {len(spec)} characters long; at most {MAX_SPEC}")
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if not items:
-        raise BloodcellsError(f"--augment is empty; {_choices()}")
+        raise BloodcellsError(f"augment is empty; {_choices()}")
     if NONE in items:
         if len(items) > 1:
-            raise BloodcellsError(f"--augment {NONE} means no augmentation; give it alone")
+            raise BloodcellsError(f"augment {NONE} means no augmentation; give it alone")
         return {}
     chosen: dict[str, float | None] = {}
     base: dict[str, float | None] = {}
@@ -132,15 +132,15 @@ def parse_augment(spec: str | None, channels: int = 1) -> dict[str, float | None
             base = {n: OPS[n].default for n in (ROBUST_RGB if channels == 3 else ROBUST_GRAY)}
             continue
         if name not in OPS:
-            raise BloodcellsError(f"--augment: unknown augmentation {name!r}; {_choices()}")
+            raise BloodcellsError(f"augment: unknown augmentation {name!r}; {_choices()}")
         if name in chosen:
-            raise BloodcellsError(f"--augment: {name} is given twice")
+            raise BloodcellsError(f"augment: {name} is given twice")
         chosen[name] = _strength(OPS[name], value, "=" in item)
     merged = base | chosen
     for name in merged:
         if OPS[name].rgb_only and channels != 3:
             raise BloodcellsError(
-                f"--augment: {name} needs RGB images; this model reads grayscale (use --rgb)"
+                f"augment: {name} needs RGB images; this model reads grayscale (use channels=3)"
             )
     return {name: merged[name] for name in OPS if name in merged}
 
@@ -148,7 +148,7 @@ def parse_augment(spec: str | None, channels: int = 1) -> dict[str, float | None
 def _strength(op: Op, value: str, given: bool) -> float | None:
     if op.default is None:
         if given:
-            raise BloodcellsError(f"--augment: {op.name} takes no strength, not {value!r}")
+            raise BloodcellsError(f"augment: {op.name} takes no strength, not {value!r}")
         return None
     if not given:
         return op.default
@@ -158,7 +158,7 @@ def _strength(op: Op, value: str, given: bool) -> float | None:
         strength = math.nan
     if not op.low < strength <= op.high:
         raise BloodcellsError(
-            f"--augment: {op.name} strength must be a number above {op.low:g} and at most "
+            f"augment: {op.name} strength must be a number above {op.low:g} and at most "
             f"{op.high:g}, not {value!r}"
         )
     return strength

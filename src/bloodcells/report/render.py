@@ -29,7 +29,7 @@ from bloodcells._version import versions
 from bloodcells.analysis.robustness import RobustnessResult
 from bloodcells.evaluation.metrics import most_confused, row_percentages
 from bloodcells.report.sources import Extras, add_explanations, explained_run, load
-from bloodcells.runs.folder import Run
+from bloodcells.runs import Run, RunMetrics
 from bloodcells.utils.files import write_atomic
 from bloodcells.viz import charts
 from bloodcells.viz.compare import COLUMNS, comparison_figure, reading, table_rows
@@ -72,7 +72,7 @@ def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
         status=_status(models, live),
         run_line=" · ".join(_run_line(runs, extras)),
         models=models,
-        baseline=runs[0].metrics if shared else {},
+        baseline=runs[0].metrics if shared else None,
         notes=extras.notes + ([] if live else extras.skipped),
         left_out=[] if live else extras.left_out,  # while a lab trains: runs not begun yet
         accuracy=_plot(accuracy, "accuracy"),
@@ -81,7 +81,7 @@ def render(runs: Sequence[Run], extras: Extras, live: bool = False) -> str:
         trained_on=sorted({str(r.data_root) for r in runs if r.data_root}),
         images=extras.images,
         explained=explained,
-        pairs=most_confused(explained.metrics.get("confusion_matrix") or [], explained.classes)
+        pairs=most_confused(explained.metrics.confusion_matrix or [], explained.classes)
         if explained
         else [],
         explain_command=shlex.join(["bloodcells", "report", *extras.sources, "--explain"]),
@@ -101,14 +101,14 @@ class Model:
     run: Run | None = None
     planned: int | None = None  # epochs
     status: str = "finished"  # or training, queued, not trained, interrupted, diverged, failed
-    metrics: dict = field(default_factory=dict)  # metrics.json
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     history: list = field(default_factory=list)  # an EpochResult per epoch
     id: str = ""
     best: bool = False
 
     @classmethod
     def of(cls, name: str, run: Run) -> Model:
-        status = run.metrics.get("status", "finished")
+        status = run.metrics.status or "finished"
         status = "training" if status == "running" else status
         return cls(name, run, run.config.epochs, status, run.metrics, run.history.epochs)
 
@@ -132,7 +132,8 @@ class Model:
     @property
     def seconds(self) -> float | None:
         total = sum(e.seconds for e in self.history) if self.history else None
-        return self.metrics.get("train_seconds", total)
+        recorded = self.metrics.train_seconds
+        return recorded if recorded is not None else total
 
     def loss_plot(self) -> dict | None:
         if not self.history:
@@ -141,10 +142,11 @@ class Model:
         return _plot(charts.loss_figure(self.history, self.planned, title), f"loss-{self.id}")
 
     def confusion_plot(self) -> dict | None:
-        matrix = self.metrics.get("confusion_matrix")
+        matrix = self.metrics.confusion_matrix
         if matrix is None:
             return None
-        title = f"dev confusion matrix, epoch {self.metrics.get('epoch', len(self.history))}"
+        epoch = self.metrics.epoch if self.metrics.epoch is not None else len(self.history)
+        title = f"dev confusion matrix, epoch {epoch}"
         figure = charts.confusion_figure(matrix, self.run.classes, title)
         return _plot(figure, f"confusion-{self.id}")
 
@@ -165,9 +167,9 @@ def _models(runs: Sequence[Run], extras: Extras, live: bool) -> list[Model]:
             next_up = False
     models += [Model.of(name, run) for name, run in named.items()]
     finished = [
-        (m.metrics["accuracy"], i)
+        (m.metrics.accuracy, i)
         for i, m in enumerate(models)
-        if m.status == "finished" and m.metrics.get("accuracy") is not None
+        if m.status == "finished" and m.metrics.accuracy is not None
     ]
     for i, model in enumerate(models):
         model.id = f"model-{i + 1}"
@@ -237,16 +239,16 @@ def _setting(runs: Sequence[Run], extras: Extras, key: str) -> str:
     """meta[key], else the value(s) the runs were trained with."""
     if key in extras.meta:
         return str(extras.meta[key])
-    found = {str(r.config.seed if key == "seed" else r.info.get(key, "")) for r in runs}
+    found = {str(r.config.seed if key == "seed" else getattr(r.info, key) or "") for r in runs}
     return ", ".join(sorted(found - {""}))
 
 
 def _recall(models: list[Model], classes: list[str]) -> dict | None:
     """Dev recall of every class for every model, the best of each class marked."""
     found = {
-        m.name: row_percentages(m.metrics["confusion_matrix"]).diagonal().tolist()
+        m.name: row_percentages(m.metrics.confusion_matrix).diagonal().tolist()
         for m in models
-        if m.run and m.run.classes == classes and "confusion_matrix" in m.metrics
+        if m.run and m.run.classes == classes and m.metrics.confusion_matrix is not None
     }
     if not found or not classes:
         return None
@@ -261,7 +263,7 @@ def _commands(runs: Sequence[Run], extras: Extras) -> list[tuple[str, str]]:
     """The command that made the runs: the lab's, else each run's own."""
     if "command" in extras.meta:
         return [("", _shell(extras.meta["command"]))]
-    return [(r.name if len(runs) > 1 else "", _shell(r.info.get("command"))) for r in runs]
+    return [(r.name if len(runs) > 1 else "", _shell(r.info.command)) for r in runs]
 
 
 def _settings(runs: Sequence[Run], extras: Extras, models: list[Model]) -> list[tuple]:
@@ -269,7 +271,7 @@ def _settings(runs: Sequence[Run], extras: Extras, models: list[Model]) -> list[
     meta = {k: v for k, v in extras.meta.items() if k not in ("command", "versions")}
     rows = [(k.replace("_", " "), str(v), False) for k, v in meta.items()]
     rows += [(k, _setting(runs, extras, k), False) for k in ("seed", "device") if k not in meta]
-    found = extras.meta.get("versions") or (runs[0].info.get("versions") if runs else None)
+    found = extras.meta.get("versions") or (runs[0].info.versions if runs else None)
     rows += [(k, str(v), False) for k, v in (found or versions()).items()]
     rows.append(("plotly", plotly.__version__, False))
     return rows + [(m.name, str(m.run.path), True) for m in models if m.run]

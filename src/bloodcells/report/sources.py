@@ -15,7 +15,8 @@ from pathlib import Path
 from bloodcells.errors import BloodcellsError, RunError
 from bloodcells.experiments.compare import compare_paths, load_comparison
 from bloodcells.experiments.plan import is_sweep
-from bloodcells.runs.folder import CHECKPOINT, CONFIG, HISTORY, METRICS, WEIGHTS, Run, load_run
+from bloodcells.runs import Run, load_run
+from bloodcells.runs.record import CHECKPOINT, CONFIG, HISTORY, METRICS, WEIGHTS
 from bloodcells.utils.files import write_atomic
 
 MAX_RUNS = 200  # on one page: each run adds two figures, and reading one reads its checkpoint

@@ -15,26 +15,29 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from bloodcells.data import Dataset, standardize, to_unit
-from bloodcells.errors import BloodcellsError, TrainingDiverged, TrainingWarning
-from bloodcells.evaluation.core import Evaluation, evaluate_tensors
+from bloodcells.evaluation.core import evaluate_tensors
 from bloodcells.models.registry import build_model, count_parameters
 from bloodcells.ops.augment import Augmenter
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
-from bloodcells.training.recipes import schedule_factor
+from bloodcells.training.records import Callback, EpochResult, FitState, History, notify
+from bloodcells.training.step import (
+    close_fit,
+    copy_weights,
+    end_epoch,
+    follow_schedule,
+    optimizer_step,
+)
 from bloodcells.utils.devices import cpu_threads, select_device
+from bloodcells.utils.validation import check_amp
 
-# An epoch's mean train loss above EXPLOSION_FACTOR × ln(classes), the loss of a uniform
-# guess, warns: the loss exploded (a too-high learning rate) without becoming NaN.
-EXPLOSION_FACTOR = 10
 # On a CPU, models under this many parameters train on one thread: their batch-8 steps are a
 # few hundred small operations that two threads cannot share, and idle OpenMP threads wait
 # busily for each other (several-fold slower when other programs use the cores). It also makes
@@ -46,70 +49,17 @@ SINGLE_THREAD_BATCH = 64  # ... at batches up to this size; larger batches use e
 CHANNELS_LAST_MODELS = frozenset({"advanced"})
 
 
-@dataclass
-class EpochResult:
-    """What one epoch measured (losses are means per example)."""
-
-    epoch: int
-    train_loss: float
-    dev_loss: float
-    dev_accuracy: float
-    seconds: float
-    confusion: list[list[int]]
-
-
-@dataclass
-class History:
-    """The per-epoch results of a fit, in order."""
-
-    epochs: list[EpochResult] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-    @property
-    def last(self) -> EpochResult | None:
-        return self.epochs[-1] if self.epochs else None
-
-    def column(self, name: str) -> list:
-        return [getattr(e, name) for e in self.epochs]
-
-
-@dataclass
-class FitState:
-    """What callbacks see: the model, the run's config and progress so far."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    config: TrainConfig
-    classes: list[str]
-    history: History
-    device: torch.device
-    epoch: int = 0  # the epoch being trained, from 1
-    batch: int = 0  # batches done in this epoch
-    batches: int = 0  # batches per epoch
-    status: str = "running"  # running, finished, diverged, interrupted
-    evaluation: Evaluation | None = None  # the dev set after the last epoch of this fit
-
-
-class Callback:
-    """Hooks fit() calls; override the ones you need."""
-
-    def on_fit_start(self, state: FitState) -> None: ...
-
-    def on_batch_end(self, state: FitState) -> None: ...
-
-    def on_epoch_end(self, state: FitState) -> None: ...
-
-    def on_fit_end(self, state: FitState) -> None: ...
-
-
 def make_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The config's model, initialised from the config's seed."""
-    torch.manual_seed(config.seed)
-    return build_model(
-        config.model, config.channels, num_classes, config.image_size, **config.options
-    )
+    """The config's model, initialised from the config's seed.
+
+    The weights are drawn from torch's CPU generator seeded with config.seed, inside a fork
+    of it: the caller's random numbers are left as they were.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(config.seed)
+        return build_model(
+            config.model, config.channels, num_classes, config.image_size, **config.options
+        )
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -156,8 +106,7 @@ def fit(
     by step over config.epochs epochs, so a resumed run continues the same schedule.
     """
     device = select_device(config.device)
-    if config.amp and device.type != "cuda":
-        raise BloodcellsError(f"amp (bf16 autocast) needs a CUDA device, not {device}; drop it")
+    check_amp(config.amp, device)
     model.to(device)
     optimizer = optimizer or make_optimizer(model, config)
     history = history if history is not None else History()
@@ -173,49 +122,23 @@ def fit(
         x_dev = x_dev.contiguous(memory_format=torch.channels_last)
     state = FitState(model, optimizer, config, train.classes, history, device)
     state.batches = math.ceil(len(y_train) / config.batch_size)
-    _call(callbacks, "on_fit_start", state)
-    warned = False
+    notify(callbacks, "on_fit_start", state)
     threads = training_threads(model, config, device)
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
             state.epoch, state.batch = epoch, 0
             start = time.perf_counter()
-            good_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            good_weights = copy_weights(model)
             with cpu_threads(threads):
                 train_loss = train_one_epoch(state, x_train, y_train, callbacks, prepare)
                 result = evaluate_tensors(model, x_dev, y_dev, dev.classes, dev.paths)
-            if not (math.isfinite(train_loss) and math.isfinite(result.loss)):
-                model.load_state_dict(good_weights)
-                state.status = "diverged"
-                bad = train_loss if not math.isfinite(train_loss) else result.loss
-                raise TrainingDiverged(diverged_message(bad, epoch, config.learning_rate))
-            if not warned and exploded(train_loss, len(train.classes)):
-                warned = True
-                warnings.warn(
-                    explosion_message(train_loss, epoch, len(train.classes), config.learning_rate),
-                    TrainingWarning,
-                    stacklevel=2,
-                )
-            history.epochs.append(
-                EpochResult(
-                    epoch=epoch,
-                    train_loss=train_loss,
-                    dev_loss=result.loss,
-                    dev_accuracy=result.accuracy,
-                    seconds=time.perf_counter() - start,
-                    confusion=result.confusion(),
-                )
-            )
-            state.evaluation = result
-            _call(callbacks, "on_epoch_end", state)
+            end_epoch(state, callbacks, train_loss, result, start, good_weights)
         state.status = "finished"
     except KeyboardInterrupt:
         state.status = "interrupted"
         raise
     finally:
-        if state.status == "running":
-            state.status = "failed"
-        _call(callbacks, "on_fit_end", state)
+        close_fit(state, callbacks)
     return history
 
 
@@ -227,33 +150,6 @@ def _training_inputs(
     if not augment:
         return train.standardized(), None
     return to_unit(train.images), lambda batch, generator: standardize(augment(batch, generator))
-
-
-def diverged_message(loss: float, epoch: int, lr: float) -> str:
-    """What a non-finite loss in `epoch` stopped, and what the run keeps."""
-    kept = (
-        "no epoch finished, so the run has no weights"
-        if epoch == 1
-        else f"the run folder keeps epoch {epoch - 1}"
-    )
-    return (
-        f"the loss became {loss} in epoch {epoch}; stopped: {kept}; "
-        f"try a lower learning rate than {lr:g}"
-    )
-
-
-def exploded(train_loss: float, num_classes: int) -> bool:
-    """Whether a mean train loss is over EXPLOSION_FACTOR × that of a uniform guess, ln(K)."""
-    return train_loss > EXPLOSION_FACTOR * math.log(max(num_classes, 2))
-
-
-def explosion_message(train_loss: float, epoch: int, num_classes: int, lr: float) -> str:
-    guess = math.log(max(num_classes, 2))
-    return (
-        f"the training loss exploded in epoch {epoch}: {train_loss:.3g} per image, over "
-        f"{EXPLOSION_FACTOR}× the {guess:.3g} of a uniform guess; the model may end at chance; "
-        f"try a lower learning rate than {lr:g}"
-    )
 
 
 def train_one_epoch(
@@ -283,19 +179,13 @@ def train_one_epoch(
     for state.batch, start in enumerate(range(0, len(y), config.batch_size), start=1):
         index = order[start : start + config.batch_size]
         inputs = x[index] if prepare is None else prepare(x[index], generator)
-        if config.schedule != "none":
-            lr = peak_lr * schedule_factor(config.schedule, step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        follow_schedule(optimizer, config.schedule, peak_lr, step, total_steps)
         with autocast:
             loss = F.cross_entropy(model(inputs), y[index], label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(optimizer, loss)
         total += loss.detach() * len(index)
         step += 1
-        if callbacks:
-            _call(callbacks, "on_batch_end", state)
+        notify(callbacks, "on_batch_end", state)
     return float(total) / len(y)
 
 
@@ -326,8 +216,3 @@ def to_channels_last(model: nn.Module, optimizer: torch.optim.Optimizer) -> None
         for key, value in param_state.items():
             if isinstance(value, torch.Tensor) and value.dim() == 4:
                 param_state[key] = value.contiguous(memory_format=torch.channels_last)
-
-
-def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:
-    for callback in callbacks:
-        getattr(callback, hook)(state)

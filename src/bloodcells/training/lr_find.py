@@ -20,6 +20,7 @@ from bloodcells.data import Dataset
 from bloodcells.errors import BloodcellsError
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
 from bloodcells.training.loop import make_model, make_optimizer, training_threads
+from bloodcells.training.step import optimizer_step, set_learning_rate
 from bloodcells.utils.devices import cpu_threads, select_device
 
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
@@ -96,14 +97,11 @@ def lr_range_test(
                 position = 0
             index = order[position : position + config.batch_size]
             position += config.batch_size
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_learning_rate(optimizer, lr)
             loss = F.cross_entropy(
                 model(x[index]), y[index], label_smoothing=config.label_smoothing
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             value = float(loss.detach())
             if not math.isfinite(value):
                 break

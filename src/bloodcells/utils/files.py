@@ -118,7 +118,7 @@ def _move_into_place(staging: Path, dest: Path, replace: bool) -> None:
     """Rename `staging` to `dest`; with `replace`, an existing `dest` is swapped out first."""
     if not replace or not dest.exists():
         if dest.exists() or dest.is_symlink():  # appeared while we worked
-            raise DataError(f"{dest}: exists; use --overwrite to replace it")
+            raise DataError(f"{dest}: exists; pass overwrite to replace it")
         staging.rename(dest)
         return
     old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"

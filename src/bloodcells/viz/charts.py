@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from bloodcells.evaluation.metrics import row_percentages
 
 if TYPE_CHECKING:
-    from bloodcells.training.loop import EpochResult
+    from bloodcells.training.records import EpochResult
 
 HEIGHT = 380  # pixels: a loss chart or a confusion matrix beside another
 LOSS_TRACES = ("training loss", "dev loss")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bloodcells.evaluation.metrics import row_percentages
-from bloodcells.training.loop import Callback, EpochResult, FitState
+from bloodcells.training.records import Callback, EpochResult, FitState
 from bloodcells.utils.files import write_atomic
 from bloodcells.viz.charts import (
     LOSS_TRACES,

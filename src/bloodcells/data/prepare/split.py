@@ -50,7 +50,7 @@ class SplitResult:
 
     dest: Path
     counts: dict[str, dict[str, int]]  # split -> class -> images
-    groups: dict[str, int]  # split -> number of groups (empty without --group-by)
+    groups: dict[str, int]  # split -> number of groups (empty without group_by)
     test_fraction: float  # reached
     files: dict[str, int]  # copy / hardlink / symlink -> count
     notes: list[str] = field(default_factory=list)  # skipped files, said once each
@@ -112,17 +112,17 @@ def split_folder(
 def _check_fraction(test_fraction: float) -> None:
     if not (isinstance(test_fraction, int | float) and 0 < test_fraction < 1):
         raise DataError(
-            f"--test-fraction {test_fraction}: must be between 0 and 1 (e.g. 0.2 for 20% test)"
+            f"test_fraction={test_fraction}: must be between 0 and 1 (e.g. 0.2 for 20% test)"
         )
 
 
 def _check_seed(seed: int) -> None:
     if not 0 <= seed <= MAX_SEED:
-        raise DataError(f"--seed {seed}: must be 0 to {MAX_SEED}")
+        raise DataError(f"seed={seed}: must be 0 to {MAX_SEED}")
 
 
 def _check_dest(src: Path, dest: Path, labels: Path | None, overwrite: bool) -> None:
-    """DEST must be new (or, with --overwrite, an earlier split) and apart from SRC."""
+    """DEST must be new (or, with overwrite, an earlier split) and apart from SRC."""
     real_src, real_dest = Path(os.path.realpath(src)), Path(os.path.realpath(dest))
     if real_dest == real_src or real_src in real_dest.parents:
         raise DataError(
@@ -138,24 +138,26 @@ def _check_dest(src: Path, dest: Path, labels: Path | None, overwrite: bool) -> 
         if not dest.is_dir():
             raise DataError(f"{dest}: exists and is not a folder; choose a new DEST")
         if not overwrite:
-            raise DataError(f"{dest}: exists; choose a new DEST, or add --overwrite to replace it")
+            raise DataError(
+                f"{dest}: exists; choose a new DEST, or add overwrite=True to replace it"
+            )
         if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
             raise DataError(
                 f"{dest}: exists and was not made by bloodcells data split (no {MANIFEST}); "
-                "--overwrite only replaces an earlier split: remove it yourself or choose a new "
+                "overwrite=True only replaces an earlier split: remove it yourself or choose a new "
                 "DEST"
             )
     check_output_folder(dest.parent)
 
 
 def _check_sources_outside(items: list[Item], dest: Path) -> None:
-    """With --overwrite, no image may be read from the DEST that is about to be replaced."""
+    """With overwrite, no image may be read from the DEST that is about to be replaced."""
     real_dest = os.path.realpath(dest) + os.sep
     inside = [it for it in items if os.path.realpath(it.source).startswith(real_dest)]
     if inside:
         raise DataError(
             f"{inside[0].source}: is inside DEST {dest} ({len(inside)} such file(s)), which "
-            "--overwrite would replace; choose another DEST"
+            "overwrite=True would replace; choose another DEST"
         )
 
 

@@ -25,7 +25,7 @@ from bloodcells.errors import DataError
 MAX_LABEL_CHARS = 200
 PATH_COLUMNS = ("path", "file", "filename", "image")
 LABEL_COLUMNS = ("label", "class")
-SRC_SHAPES = "expected flat class folders SRC/<class>/<image>, or --labels labels.csv"
+SRC_SHAPES = "expected flat class folders SRC/<class>/<image>, or labels='labels.csv'"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -62,7 +62,7 @@ def scan_class_folders(src: Path) -> tuple[list[Item], list[str]]:
         if loose:
             raise DataError(
                 f"{src}: images but no class folders; put each class in SRC/<class>/, or list "
-                "path,label in a CSV and add --labels labels.csv"
+                "path,label in a CSV and add labels='labels.csv'"
             )
         raise DataError(f"{src}: no class folders; {SRC_SHAPES}")
     items: list[Item] = []
@@ -95,7 +95,7 @@ def _check_src_folder(src: Path) -> None:
     if not src.is_dir():
         if src.suffix.lower() == ".csv":
             raise DataError(
-                f"{src}: is a CSV file; give the image folder as SRC and the CSV as --labels"
+                f"{src}: is a CSV file; give the image folder as SRC and the CSV as 'labels'"
             )
         raise DataError(f"{src}: not a folder; {SRC_SHAPES}")
 
@@ -117,9 +117,9 @@ def read_labels(src: Path, labels: Path) -> tuple[list[Item], list[str]]:
     """The images a CSV of path,label lists; relative paths are read from SRC."""
     _check_src_folder(src)
     if not labels.exists():
-        raise DataError(f"{labels}: no such file; --labels takes a CSV of path,label")
+        raise DataError(f"{labels}: no such file; 'labels' takes a CSV of path,label")
     if not labels.is_file():
-        raise DataError(f"{labels}: not a file; --labels takes a CSV of path,label")
+        raise DataError(f"{labels}: not a file; 'labels' takes a CSV of path,label")
     try:
         text = labels.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

@@ -168,6 +168,6 @@ def check_both_sides(items: list[Item], test: set[int], regex: str) -> None:
                 n, g = sum(per_class[cls].values()), len(groups[cls])
                 raise DataError(
                     f"group_by '{regex}': grouping leaves class {cls} with no {side} images "
-                    f"(its {n} images are in {g} group(s)); try another --seed or "
-                    "--test-fraction, or a class needs images from more groups"
+                    f"(its {n} images are in {g} group(s)); try another 'seed' or "
+                    "test_fraction, or a class needs images from more groups"
                 )

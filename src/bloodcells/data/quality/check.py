@@ -54,7 +54,7 @@ FORMAT = 1  # the JSON report's format; bumped when keys change meaning
 
 @dataclass
 class CheckReport:
-    """The findings of `check_dataset`; `as_dict()` is the --json output (stable keys)."""
+    """The findings of `check_dataset`; `as_dict()` is the JSON output (stable keys)."""
 
     root: str
     threshold: float
@@ -86,7 +86,7 @@ class CheckReport:
 
 def check_threshold(threshold: float) -> None:
     if not 0 < threshold <= 1:
-        raise DataError(f"--threshold {threshold}: must be above 0 and at most 1 (default 0.98)")
+        raise DataError(f"threshold={threshold}: must be above 0 and at most 1 (default 0.98)")
 
 
 def check_dataset(

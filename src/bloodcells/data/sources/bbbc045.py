@@ -68,30 +68,30 @@ class ImportConfig:
 
     def __post_init__(self) -> None:
         for name, value, low, high in (
-            ("--tile", self.tile, 4, 1024),
-            ("--grid", self.grid, 1, 100),
-            ("--channel", self.channel, 1, 99),
-            ("--seed", self.seed, 0, 2**32 - 1),
+            ("tile", self.tile, 4, 1024),
+            ("grid", self.grid, 1, 100),
+            ("channel", self.channel, 1, 99),
+            ("seed", self.seed, 0, 2**32 - 1),
         ):
             if isinstance(value, bool) or not low <= value <= high:
-                raise DataError(f"{name} must be between {low} and {high}, not {value}")
+                raise DataError(f"'{name}' must be between {low} and {high}, not {value}")
         if self.tile * self.grid > MAX_SIDE:
             raise DataError(
-                f"--tile × --grid is {self.tile * self.grid} pixels a side; at most {MAX_SIDE}"
+                f"'tile' × 'grid' is {self.tile * self.grid} pixels a side; at most {MAX_SIDE}"
             )
         if self.crop and not 4 <= self.crop <= self.tile:
-            raise DataError(f"--crop must be 0 (whole tile) or 4 to {self.tile}, not {self.crop}")
+            raise DataError(f"'crop' must be 0 (whole tile) or 4 to {self.tile}, not {self.crop}")
         if self.test_donors is not None and self.test_fraction is not None:
-            raise DataError("give --test-donors or --test-fraction, not both")
+            raise DataError("give test_donors or test_fraction, not both")
         if self.test_fraction is not None and not 0.01 <= self.test_fraction <= 0.99:
             raise DataError(
-                f"--test-fraction must be between 0.01 and 0.99, not {self.test_fraction}"
+                f"test_fraction must be between 0.01 and 0.99, not {self.test_fraction}"
             )
         if self.test_donors is not None:
             if not self.test_donors or len(self.test_donors) > MAX_DONORS:
-                raise DataError(f"--test-donors must name 1 to {MAX_DONORS} donors")
+                raise DataError(f"test_donors must name 1 to {MAX_DONORS} donors")
             if len(set(self.test_donors)) != len(self.test_donors):
-                raise DataError("--test-donors names a donor twice")
+                raise DataError("test_donors names a donor twice")
 
     @property
     def fraction(self) -> float:
@@ -167,10 +167,12 @@ def _check_dest(dest: Path, root: Path, overwrite: bool) -> None:
     if not dest.exists() and not dest.is_symlink():
         return
     if not overwrite:
-        raise DataError(f"{dest}: exists; choose a new folder, or pass --overwrite to replace it")
+        raise DataError(
+            f"{dest}: exists; choose a new folder, or pass overwrite=True to replace it"
+        )
     if dest.is_symlink() or not (dest / MANIFEST).is_file() or not (dest / SETTINGS).is_file():
         raise DataError(
-            f"{dest}: --overwrite replaces only a folder made by import-bbbc045 "
+            f"{dest}: overwrite=True replaces only a folder made by an earlier import "
             f"(with {MANIFEST} and {SETTINGS}); remove this one yourself"
         )
 

@@ -21,10 +21,10 @@ SLACK = 0.02  # the seed picks among splits whose score is within this of the be
 def parse_donors(text: str) -> tuple[str, ...]:
     """'A, B' -> ('A', 'B'); bounded so that a pasted file is an error, not a plan."""
     if len(text) > 4096:
-        raise DataError("--test-donors is longer than 4096 characters")
+        raise DataError("test_donors is longer than 4096 characters")
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
-        raise DataError("--test-donors names no donor; give names separated by commas")
+        raise DataError("test_donors names no donor; give names separated by commas")
     return names
 
 
@@ -36,10 +36,10 @@ def check_named_donors(montages: list[Montage], names: tuple[str, ...]) -> set[s
     for name in names:
         if name not in donors and name not in by_folder:
             shown = ", ".join(donors[:20]) + (", ..." if len(donors) > 20 else "")
-            raise DataError(f"--test-donors: no donor {name!r} with montages; donors: {shown}")
+            raise DataError(f"test_donors: no donor {name!r} with montages; donors: {shown}")
         test.add(by_folder.get(name, name))
     if len(test) == len(donors):
-        raise DataError("--test-donors names every donor; leave at least one for training")
+        raise DataError("test_donors names every donor; leave at least one for training")
     have = defaultdict(set)
     for m in montages:
         have[m.cls].add(m.donor)
@@ -94,7 +94,7 @@ def choose_test_donors(cells: dict[str, Counter], fraction: float, seed: int = 0
         why = f"class {single[0]} has cells from one donor only" if single else "no subset fits"
         raise DataError(
             f"no choice of whole donors puts every class in both train and test ({why}); "
-            "name the test donors with --test-donors, or import more donors"
+            "name the test donors with test_donors, or import more donors"
         )
     score = np.abs(test / totals - fraction).mean(axis=1)
     best = score[valid].min()
@@ -114,6 +114,6 @@ def check_counts(cells: dict[str, Counter], test: set[str]) -> dict[str, dict[st
                 which = ", ".join(sorted(test)) if split == "test" else "the other donors"
                 raise DataError(
                     f"class {cls} would have no {split} images: its montages from {which} hold "
-                    f"no cells (only empty tiles); choose other --test-donors"
+                    f"no cells (only empty tiles); choose other test_donors"
                 )
     return {s: dict(sorted(c.items())) for s, c in counts.items()}

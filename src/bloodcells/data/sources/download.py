@@ -60,7 +60,7 @@ class Downloaded:
     root: Path  # DEST/bloodcells_small
     url: str
     sha256: str
-    pinned: bool  # checked against a known sha256 (the pin or --sha256)
+    pinned: bool  # checked against a known sha256 (the pin or sha256)
     cached: bool  # taken from the cache, nothing transferred
     archive: Path  # the zip that was unpacked
     files: int
@@ -149,13 +149,13 @@ def cleanup_on_sigterm() -> Iterator[None]:
 def check_url(url: str) -> str | Path:
     """An http(s) URL as is, or the local zip a file:// URL or a path names; else DataError."""
     if not url or len(url) > MAX_URL or not url.isprintable():
-        raise DataError(f"--url must be a URL or a path of 1 to {MAX_URL} printable characters")
+        raise DataError(f"'url' must be a URL or a path of 1 to {MAX_URL} printable characters")
     if "://" not in url:
         path = Path(url).expanduser()
         if not path.is_file():
             what = "not a file" if path.exists() else "no such file"
             raise DataError(
-                f"{url}: {what}; --url takes an http(s):// or file:// URL or a local .zip"
+                f"{url}: {what}; 'url' takes an http(s):// or file:// URL or a local .zip"
             )
         return path
     if any(c.isspace() for c in url):
@@ -179,7 +179,7 @@ def check_sha256(value: str) -> str:
     digest = value.strip().lower().removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         shown = value if len(value) <= 80 and value.isprintable() else repr(value[:80])
-        raise DataError(f"--sha256 must be 64 hexadecimal digits, not {shown}")
+        raise DataError(f"'sha256' must be 64 hexadecimal digits, not {shown}")
     return digest
 
 
@@ -238,27 +238,27 @@ def fetch(
     except _Stalled:
         raise DataError(
             f"the server of {url} was reached but stopped sending (nothing for "
-            f"{read_timeout:g} s), nothing was kept; try again later, or point --url at a mirror"
+            f"{read_timeout:g} s), nothing was kept; try again later, or point 'url' at a mirror"
         ) from None
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "an error"
         raise DataError(
-            f"{url}: the server answered HTTP {status}; check the URL, or point --url at a mirror"
+            f"{url}: the server answered HTTP {status}; check the URL, or point 'url' at a mirror"
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise DataError(
             f"could not reach {url} ({_reason(exc)}); this machine may have no network: "
-            "point --url at a mirror (an http(s):// or file:// URL, or a local .zip)"
+            "point 'url' at a mirror (an http(s):// or file:// URL, or a local .zip)"
         ) from None
     except requests.exceptions.ChunkedEncodingError:
         raise DataError(
             f"the download from {url} was cut off before its end; "
-            "try again later, or point --url at a mirror"
+            "try again later, or point 'url' at a mirror"
         ) from None
     except requests.exceptions.RequestException as exc:
         raise DataError(
             f"the download from {url} failed ({_reason(exc)}); "
-            "try again later, or point --url at a mirror"
+            "try again later, or point 'url' at a mirror"
         ) from None
     except ValueError as exc:  # pooch: the sha256 does not match
         # pooch removed the new download; an older one in the cache does not match either
@@ -364,7 +364,7 @@ def _check_target(dest: Path, overwrite: bool) -> Path:
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise DataError(f"{target}: exists and is not a folder; move it away first")
     if target.exists() and not overwrite:
-        raise DataError(f"{target}: exists; remove it, or pass --overwrite to replace it")
+        raise DataError(f"{target}: exists; remove it, or pass overwrite=True to replace it")
     return target
 
 

@@ -99,7 +99,7 @@ def scan(root: Path, channel: int) -> list[Montage]:
                     raise DataError(f"{root}: more than {MAX_MONTAGES} montages; is SRC right?")
     if not montages:
         others = ", ".join(str(c) for c in sorted(channels_seen) if c != channel)
-        found = f"; found channels {others}, pick one with --channel" if others else ""
+        found = f"; found channels {others}, pick one with 'channel'" if others else ""
         raise DataError(f"{root}: no montages of channel {channel}{found}; {BBBC_LAYOUT}")
     if len({m.donor for m in montages}) > MAX_DONORS:
         raise DataError(f"{root}: more than {MAX_DONORS} donor folders; is SRC right?")
@@ -183,13 +183,13 @@ def read_page(path: Path, page: int, tile: int, grid: int) -> np.ndarray:
             pages = getattr(im, "n_frames", 1)
             if page >= pages:
                 raise DataError(
-                    f"{path}: has {pages} page(s), no page {page + 1} for --channel {page + 1}"
+                    f"{path}: has {pages} page(s), no page {page + 1} for channel={page + 1}"
                 )
             im.seek(page)
             if im.size != (side, side):
                 raise DataError(
                     f"{path}: {im.width}×{im.height} px, expected {side}×{side} "
-                    f"({grid}×{grid} tiles of {tile} px); check --tile, --grid"
+                    f"({grid}×{grid} tiles of {tile} px); check 'tile', 'grid'"
                 )
             if im.mode not in (*INT_MODES, "I", "F"):
                 raise DataError(f"{path}: a {im.mode} image; expected a grayscale montage")

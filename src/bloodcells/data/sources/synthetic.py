@@ -38,13 +38,13 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         for name, value, low, high in (
-            ("per-class", self.per_class, 1, MAX_PER_CLASS),
-            ("test-per-class", self.test_per_class, 1, MAX_PER_CLASS),
+            ("per_class", self.per_class, 1, MAX_PER_CLASS),
+            ("test_per_class", self.test_per_class, 1, MAX_PER_CLASS),
             ("seed", self.seed, 0, 2**32 - 1),
             ("size", self.size, 8, 256),
         ):
             if not low <= value <= high:
-                raise DataError(f"{name} must be between {low} and {high}, not {value}")
+                raise DataError(f"'{name}' must be between {low} and {high}, not {value}")
 
 
 def generate(config: SynthConfig) -> dict[str, dict[str, np.ndarray]]:

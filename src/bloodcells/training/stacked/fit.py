@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,23 +51,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from bloodcells.data import Dataset
-from bloodcells.errors import BloodcellsError, TrainingWarning
+from bloodcells.errors import BloodcellsError, TrainingDiverged
 from bloodcells.evaluation.core import evaluate_tensors
 from bloodcells.training.config import SEED_STRIDE, TrainConfig
-from bloodcells.training.loop import (
-    CHANNELS_LAST_MODELS,
-    Callback,
-    EpochResult,
-    FitState,
-    History,
-    diverged_message,
-    exploded,
-    explosion_message,
-    training_threads,
-)
-from bloodcells.training.recipes import schedule_factor
+from bloodcells.training.loop import CHANNELS_LAST_MODELS, training_threads
+from bloodcells.training.records import Callback, FitState, History, notify
 from bloodcells.training.stacked.layers import Slot, Stack
 from bloodcells.training.stacked.plan import stack_key
+from bloodcells.training.step import (
+    close_fit,
+    copy_weights,
+    end_epoch,
+    follow_schedule,
+    optimizer_step,
+)
 from bloodcells.utils.devices import cpu_threads, select_device
 
 
@@ -147,10 +143,10 @@ class StackOptimizer:
         self.peaks = [m.config.learning_rate for m in (members[a] for a, _ in self.ranges)]
         self._take_state()
 
-    def schedule(self, factor: float) -> None:
-        """Every group's learning rate at `factor` of its peak, as train_one_epoch sets it."""
-        for group, peak in zip(self.optimizer.param_groups, self.peaks, strict=True):
-            group["lr"] = peak * factor
+    @property
+    def param_groups(self) -> list[dict]:
+        """One group per learning rate, each with its peak in self.peaks."""
+        return self.optimizer.param_groups
 
     def _take_state(self) -> None:
         """Stack the members' optimizer state (a resumed run) into the stack's."""
@@ -183,7 +179,8 @@ class StackOptimizer:
                 view.grad = stacked.grad[a:b]
         self.optimizer.step()
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every gradient (always set to None: the views' grads are slices)."""
         for stacked in self.stack.params:
             stacked.grad = None
         for views in self.views:
@@ -252,11 +249,10 @@ def fit_stacked(
     for m in order:
         m.state = FitState(m.model, m.optimizer, m.config, train.classes, m.history, device)
         m.state.batches = batches
-        _call(m.callbacks, "on_fit_start", m.state)
+        notify(m.callbacks, "on_fit_start", m.state)
     # the threads fit would use for one member (one on a CPU for the lab's models)
     threads = training_threads(order[0].model, config, device)
     active = list(range(len(order)))
-    warned: set[int] = set()
     info = StackState(order, epochs=config.epochs, batches=batches)
     try:
         for epoch in range(done + 1, config.epochs + 1):
@@ -274,40 +270,19 @@ def fit_stacked(
             for k in list(active):
                 member, state = order[k], order[k].state
                 begin = time.perf_counter()
-                good = {n: v.detach().clone() for n, v in member.model.state_dict().items()}
+                good_weights = copy_weights(member.model)
                 stack.copy_to(k)
                 optimizer.copy_to(k)
                 with cpu_threads(threads):
                     result = evaluate_tensors(member.model, x_dev, y_dev, dev.classes, dev.paths)
-                train_loss = losses[k]
-                if not (math.isfinite(train_loss) and math.isfinite(result.loss)):
-                    member.model.load_state_dict(good)
-                    bad = train_loss if not math.isfinite(train_loss) else result.loss
-                    member.error = diverged_message(bad, epoch, member.config.learning_rate)
-                    state.status = "diverged"
+                try:
+                    end_epoch(
+                        state, member.callbacks, losses[k], result, begin - shared, good_weights
+                    )
+                except TrainingDiverged as exc:  # this member stops; the others go on
+                    member.error = str(exc)
                     active.remove(k)
-                    _call(member.callbacks, "on_fit_end", state)
-                    continue
-                if k not in warned and exploded(train_loss, len(train.classes)):
-                    warned.add(k)
-                    lr = member.config.learning_rate
-                    warnings.warn(
-                        explosion_message(train_loss, epoch, len(train.classes), lr),
-                        TrainingWarning,
-                        stacklevel=2,
-                    )
-                member.history.epochs.append(
-                    EpochResult(
-                        epoch=epoch,
-                        train_loss=train_loss,
-                        dev_loss=result.loss,
-                        dev_accuracy=result.accuracy,
-                        seconds=shared + time.perf_counter() - begin,
-                        confusion=result.confusion(),
-                    )
-                )
-                state.evaluation = result
-                _call(member.callbacks, "on_epoch_end", state)
+                    notify(member.callbacks, "on_fit_end", state)
             for callback in callbacks:
                 callback.on_epoch_end(info)
         for k in active:
@@ -318,10 +293,7 @@ def fit_stacked(
         raise
     finally:
         for k in active:
-            state = order[k].state
-            if state.status == "running":
-                state.status = "failed"
-            _call(order[k].callbacks, "on_fit_end", state)
+            close_fit(order[k].state, order[k].callbacks)
     return [m.history for m in members]
 
 
@@ -349,8 +321,7 @@ def _train_epoch(
     hear_batches = any(members[k].callbacks for k in active)
     for info.batch, start in enumerate(range(0, len(y), config.batch_size), start=1):
         index = orders[:, start : start + config.batch_size]  # (K, B)
-        if config.schedule != "none":
-            optimizer.schedule(schedule_factor(config.schedule, step, total_steps))
+        follow_schedule(optimizer, config.schedule, optimizer.peaks, step, total_steps)
         logits = stack.forward(stack.inputs(x, index), masks)  # (K, B, classes)
         losses = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
@@ -359,20 +330,13 @@ def _train_epoch(
             label_smoothing=config.label_smoothing,
         )
         losses = losses.view(index.shape).mean(1)
-        optimizer.zero_grad()
-        losses.sum().backward()
-        optimizer.step()
+        optimizer_step(optimizer, losses.sum())
         total += losses.detach() * index.shape[1]
         step += 1
         if hear_batches:
             for k in active:
                 members[k].state.batch = info.batch
-                _call(members[k].callbacks, "on_batch_end", members[k].state)
+                notify(members[k].callbacks, "on_batch_end", members[k].state)
         for callback in callbacks:
             callback.on_batch_end(info)
     return (total / len(y)).tolist()
-
-
-def _call(callbacks: Sequence[Callback], hook: str, state: FitState) -> None:
-    for callback in callbacks:
-        getattr(callback, hook)(state)

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bloodcells.errors import BloodcellsError
-from bloodcells.models.registry import SimpleCNN, build_model
+from bloodcells.models.cnn import SimpleCNN
+from bloodcells.models.registry import build_model
 from bloodcells.training.config import TrainConfig
 
 # Layers the stack knows how to run K-wide; anything else trains with fit, one by one.

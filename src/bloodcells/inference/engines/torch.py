@@ -1,4 +1,4 @@
-"""A PyTorch model as a Predictor's engine: images in, (logits, probabilities) out, computed as
+"""A PyTorch model as an Engine: raw images in, (logits, probabilities) out, computed as
 training and `evaluation.evaluate` compute them.
 """
 
