@@ -78,3 +78,12 @@ def pbc32() -> Path:
     if not root.is_dir():
         pytest.skip("../shared/data/pbc32 is not here (real data lives outside the project)")
     return root
+
+
+@pytest.fixture
+def pbc_wbc() -> Path:
+    """The real PBC smear fields (class folders of 360×363 JPEGs), or a skip when absent."""
+    root = SHARED_DATA / "pbc-wbc" / "all"
+    if not root.is_dir():
+        pytest.skip("../shared/data/pbc-wbc is not here (real data lives outside the project)")
+    return root

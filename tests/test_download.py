@@ -28,6 +28,7 @@ from bloodcells.cli.fetch import data_download, parse_size
 from bloodcells.data.sources import download, safezip
 from bloodcells.data.sources.download import download_lab
 from bloodcells.errors import DataError
+from bloodcells.utils.signals import cleanup_on_sigterm
 
 runner = CliRunner()
 CLASSES = ("B", "T", "neutrophil")
@@ -548,7 +549,7 @@ def test_a_wrong_sha256_also_removes_an_older_cached_download(server, tmp_path, 
 def test_sigterm_inside_cleanup_on_sigterm_unwinds_like_ctrl_c(tmp_path):
 
     partial = tmp_path / "tmp-partial"
-    with pytest.raises(SystemExit) as stopped, download.cleanup_on_sigterm():
+    with pytest.raises(SystemExit) as stopped, cleanup_on_sigterm():
         try:
             partial.write_bytes(b"half")
             os.kill(os.getpid(), signal.SIGTERM)

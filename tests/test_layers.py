@@ -13,6 +13,7 @@ LAYERS = (
     "utils",
     "stats",
     "data",
+    "cells",
     "ops",
     "models",
     "evaluation",

@@ -8,13 +8,14 @@ looking inside, putting a model to work, data), so the imports are kept in that 
 
 # isort: off
 from bloodcells.cli import lab, models, training, sweep, inspect, robustness, report, predict
-from bloodcells.cli import data, fetch, prepare
+from bloodcells.cli import data, fetch, prepare, cells
 from bloodcells.cli.base import app, main
 
 # isort: on
 
 __all__ = [
     "app",
+    "cells",
     "data",
     "fetch",
     "inspect",

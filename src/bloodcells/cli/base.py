@@ -172,6 +172,18 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder made by bloodcells tr
 TtaOpt = Annotated[
     bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/flips.")
 ]
+StainOpt = Annotated[
+    str,
+    typer.Option(
+        help="giemsa (stained smears), brightfield (unstained tiles) or auto (decided per image)."
+    ),
+]
+PixelSizeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Micrometres per pixel, if known; else the scale is the input's median cell size."
+    ),
+]
 RecipeOpt = Annotated[
     str | None,
     typer.Option(help="lab (the default: the lab's settings), fast or robust (see train --help)."),

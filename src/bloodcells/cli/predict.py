@@ -13,7 +13,18 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bloodcells.cli.base import BloodcellsError, DeviceOpt, RunArg, TtaOpt, app, bold, err, out
+from bloodcells.cli.base import (
+    BloodcellsError,
+    DeviceOpt,
+    PixelSizeOpt,
+    RunArg,
+    StainOpt,
+    TtaOpt,
+    app,
+    bold,
+    err,
+    out,
+)
 from bloodcells.cli.flags import as_flags
 
 # The defaults of bloodcells.inference.predictor (MIN_CONFIDENCE, CHUNK), repeated here so that
@@ -74,6 +85,25 @@ def predict_cmd(
             "images first; the run is not changed.",
         ),
     ] = False,
+    find_cells: Annotated[
+        bool,
+        typer.Option(
+            "--find-cells",
+            help="The inputs are whole smear fields: find every white cell, cut it as the "
+            "run's training crops were cut, one row per cell; per-field counts in "
+            "NAME.images.csv.",
+        ),
+    ] = False,
+    stain: StainOpt = "auto",
+    pixel_size: PixelSizeOpt = None,
+    geojson: Annotated[
+        bool,
+        typer.Option(
+            "--geojson",
+            help="With --find-cells: NAME.geojson/, one file per field of its cells as "
+            "classified detections, for QuPath (File > Import objects).",
+        ),
+    ] = False,
 ) -> None:
     """Classify new, unlabelled cells: a CSV row per image and the differential count."""
     from bloodcells.data.inputs import find_images, read_images
@@ -88,16 +118,24 @@ def predict_cmd(
 
     with as_flags("min_confidence"):
         check_min_confidence(min_confidence)
+    if find_cells and adapt_bn:
+        raise BloodcellsError("--adapt-bn does not go with --find-cells yet; drop one")
+    if geojson and (not find_cells or str(output) == "-"):
+        raise BloodcellsError("--geojson needs --find-cells and an -o file (not -)")
     to_stdout = str(output) == "-"
     say = err if to_stdout else out  # with -o -, stdout is the CSV's alone
-    csv_file = count_file = None
+    csv_file = count_file = images_file = geojson_dir = None
     if not to_stdout:
         if not output.suffix and not output.exists():
             output = output / "predictions.csv"  # a folder to be made
         csv_file = output_file(output, "predictions.csv", (".csv",))
         count_file = csv_file.with_name(f"{csv_file.stem}.count.json")
+        images_file = csv_file.with_name(f"{csv_file.stem}.images.csv") if find_cells else None
+        geojson_dir = csv_file.with_name(f"{csv_file.stem}.geojson") if geojson else None
         if not overwrite:
-            for file in (csv_file, count_file):
+            for file in (csv_file, count_file, images_file, geojson_dir):
+                if file is None:
+                    continue
                 if file.exists():
                     raise BloodcellsError(f"{file}: exists; pass --overwrite to replace it")
             if partial_path(csv_file).exists():
@@ -115,27 +153,39 @@ def predict_cmd(
     if adapt_bn:
         with as_flags(renamed={"adapt_batchnorm": "--adapt-bn"}):
             predictor.adapt_batchnorm(read_images(found.files[:ADAPT_MAX], predictor.transform))
+    cells = None
+    if find_cells:
+        from bloodcells.inference.cells import CELL_KEY, CellCropping
+
+        with as_flags("stain", "pixel_size"):
+            cells = CellCropping.of(predictor, stain, pixel_size)
     where = "stdout" if to_stdout else csv_file
-    say.print(f"predicting {len(found):,} images with {model} ({predictor.kind}) → {where}")
+    what = "finding the cells of" if find_cells else "predicting"
+    say.print(f"{what} {len(found):,} images with {model} ({predictor.kind}) → {where}")
     if csv_file is not None:
         csv_file.parent.mkdir(parents=True, exist_ok=True)
     unreadable: list[str] = []
     start = time.perf_counter()
     with _progress(len(found)) as advance:
+        kept: list[dict] = []  # with --find-cells, what the per-field counts need
 
         def on_chunk(rows: list[dict]) -> None:
-            unreadable.extend(r["path"] for r in rows if r["status"] == "unreadable")
-            advance(len(rows))
+            bad = [r.get("path") or r.get("image") for r in rows if r["status"] == "unreadable"]
+            unreadable.extend(bad)
+            if cells is not None:
+                keys = ("image", "status", "predicted", "probability", CELL_KEY)
+                kept.extend({k: r[k] for k in keys if k in r} for r in rows)
+            advance(1 if cells is not None else len(rows))
 
         try:
             if csv_file is None:
                 sys.stdout.flush()  # anything already in the text layer goes first
                 written = stream_predictions(
-                    predictor, found.files, sys.stdout.buffer, batch_size, None, on_chunk
+                    predictor, found.files, sys.stdout.buffer, batch_size, None, on_chunk, cells
                 )
             else:
                 written = write_predictions(
-                    predictor, found.files, csv_file, batch_size, None, on_chunk, overwrite
+                    predictor, found.files, csv_file, batch_size, None, on_chunk, overwrite, cells
                 )
         except BrokenPipeError:
             _stdout_gone()
@@ -155,12 +205,24 @@ def predict_cmd(
     count = predictor.count(written.tally)
     if count_file is not None:
         write_atomic(count_file, count.to_json())
+    if images_file is not None:
+        from bloodcells.inference.cells import image_counts_csv
+
+        write_atomic(images_file, image_counts_csv(kept, predictor.classes))
+    if geojson_dir is not None:
+        from bloodcells.inference.cells import write_geojson
+
+        write_geojson(geojson_dir, kept, overwrite)
     _print_count(count, predictor, say)
-    rate = written.rows / seconds if seconds > 0 else 0.0
-    say.print(f"{written.rows:,} images in {seconds:.1f} s ({rate:,.0f} images/s)")
+    if cells is not None:
+        fields = len({r["image"] for r in kept})
+        say.print(f"{written.rows:,} cells in {len(found):,} fields ({fields:,} with cells)")
+    rate = len(found) / seconds if seconds > 0 else 0.0
+    say.print(f"{len(found):,} images in {seconds:.1f} s ({rate:,.0f} images/s)")
     if written.path is not None:
-        say.print(f"wrote {written.path}")
-        say.print(f"wrote {count_file}")
+        for file in (written.path, count_file, images_file, geojson_dir):
+            if file is not None:
+                say.print(f"wrote {file}")
 
 
 def _stdout_gone() -> None:

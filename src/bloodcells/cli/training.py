@@ -345,6 +345,14 @@ def evaluate_cmd(
             help="Re-estimate BatchNorm statistics on the test images first (the run is kept).",
         ),
     ] = False,
+    find_cells: Annotated[
+        bool,
+        typer.Option(
+            "--find-cells",
+            help="--data holds whole fields: cut each field's centre cell as the run's "
+            "training crops were cut, then evaluate.",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy, balanced accuracy, per-class scores and the confusion matrix of a run."""
     from bloodcells.analysis.evaluate import evaluate_run
@@ -359,8 +367,8 @@ def evaluate_cmd(
             f"{loaded.epochs_target}; evaluating that epoch (finish it: "
             f"bloodcells train --resume {run})"
         )
-    with as_flags("adapt_bn", data_root="--data"):
-        m = evaluate_run(loaded, data, device, tta=tta, adapt_bn=adapt_bn)
+    with as_flags("adapt_bn", "find_cells", data_root="--data"):
+        m = evaluate_run(loaded, data, device, tta=tta, adapt_bn=adapt_bn, find_cells=find_cells)
     used = [name for name, on in (("TTA", tta), ("adapted BatchNorm", adapt_bn)) if on]
     how = f" with {' and '.join(used)}" if used else ""
     out.print(Text.assemble(bold(str(run)), f" on {m['data']} test split ({m['n']} images){how}"))

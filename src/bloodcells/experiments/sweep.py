@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bloodcells.cells.crop_set import read_crop_record
 from bloodcells.data import Splits, Transform, load_dataset
 from bloodcells.errors import RunError, TrainingDiverged
 from bloodcells.experiments.plan import SweepPlan, write_sweep_file
@@ -178,7 +179,9 @@ def _train_job(
             trained=trained,
             stack_size=len(job.members) if job.stacked else 1,
         )
-        callbacks: list[Callback] = [RunWriter(run_dir, splits.root, sweep, reference)]
+        callbacks: list[Callback] = [
+            RunWriter(run_dir, splits.root, sweep, reference, read_crop_record(splits.root))
+        ]
         if run_callbacks is not None and not job.stacked:
             callbacks += run_callbacks(variant.name, config)
         members.append(Member(model, optimizer, config, history, callbacks))

@@ -4,7 +4,8 @@ Rows go to NAME.partial.csv, a chunk at a time, each chunk flushed as soon as it
 when every image is done the file is renamed to NAME.csv. Ctrl-C cuts the partial file back
 to the last whole chunk and leaves it there: a valid CSV of what is done, named so that it is
 never mistaken for a finished one, and never replaced by a later run unless told to.
-stream_predictions writes the same rows to an open binary stream instead (stdout).
+stream_predictions writes the same rows to an open binary stream instead (stdout). With a
+CellCropping, the rows are the white cells found in each image (inference.cells).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from bloodcells.errors import BloodcellsError
+from bloodcells.inference.cells import CellCropping, cell_chunks, cell_columns
 from bloodcells.inference.count import Tally
 from bloodcells.inference.predictor import CHUNK, Predictor
 
@@ -52,8 +54,10 @@ def write_predictions(
     workers: int | None = None,
     on_chunk=None,
     overwrite: bool = False,
+    cells: CellCropping | None = None,
 ) -> Written:
-    """Stream the rows of `files` into the CSV `path`, a chunk at a time, flushed as written.
+    """Stream the rows of `files` into the CSV `path`, a chunk at a time, flushed as written;
+    with `cells`, one row per white cell found in each image (inference.cells).
 
     The rows go to `partial_path(path)`, renamed to `path` when all are done. On Ctrl-C the
     partial file is cut back to the last whole chunk, so it is a valid CSV of what is done,
@@ -68,10 +72,11 @@ def write_predictions(
             if file.exists():
                 raise BloodcellsError(f"{file}: exists; pass overwrite=True to replace it")
     progress = _Progress(Tally(list(predictor.classes)))
+    source = _source(predictor, files, batch_size, workers, cells)
     # "xb": a partial file that appeared since the check is still not replaced
     with open(partial, "wb" if overwrite else "xb") as f:
         try:
-            _write_rows(predictor, files, f, batch_size, workers, on_chunk, progress)
+            _write_rows(source, f, on_chunk, progress)
         except KeyboardInterrupt:
             f.truncate(progress.done)
             raise PredictionInterrupted(partial, progress.rows) from None
@@ -90,12 +95,15 @@ def stream_predictions(
     batch_size: int = CHUNK,
     workers: int | None = None,
     on_chunk=None,
+    cells: CellCropping | None = None,
 ) -> Written:
     """The CSV rows of `files` written to the binary `stream` (sys.stdout.buffer, say), a
     chunk at a time, flushed as written. On Ctrl-C, PredictionInterrupted (with no path)."""
     progress = _Progress(Tally(list(predictor.classes)))
     try:
-        _write_rows(predictor, files, stream, batch_size, workers, on_chunk, progress)
+        _write_rows(
+            _source(predictor, files, batch_size, workers, cells), stream, on_chunk, progress
+        )
     except KeyboardInterrupt:
         raise PredictionInterrupted(None, progress.rows) from None
     return Written(None, progress.rows, progress.tally)
@@ -108,14 +116,28 @@ class _Progress:
     done: int = 0  # bytes written in whole chunks
 
 
-def _write_rows(predictor, files, f, batch_size, workers, on_chunk, progress: _Progress) -> None:
-    header = _csv_bytes([predictor.columns])
+def _source(
+    predictor: Predictor,
+    files: Sequence[str],
+    batch_size: int,
+    workers: int | None,
+    cells: CellCropping | None,
+) -> tuple[list[str], Iterator[list[dict]]]:
+    """The CSV's columns and its rows, a chunk at a time: one row per image, or per cell."""
+    if cells is None:
+        return predictor.columns, predictor.stream(files, batch_size, workers)
+    return cell_columns(predictor), cell_chunks(predictor, files, cells)
+
+
+def _write_rows(source, f, on_chunk, progress: _Progress) -> None:
+    columns, chunks = source
+    header = _csv_bytes([columns])
     f.write(header)
     f.flush()
     progress.done += len(header)
-    with contextlib.closing(predictor.stream(files, batch_size, workers)) as chunks:
+    with contextlib.closing(chunks):
         for chunk in chunks:
-            data = _csv_bytes(_csv_row(row, predictor.columns) for row in chunk)
+            data = _csv_bytes(_csv_row(row, columns) for row in chunk)
             f.write(data)
             f.flush()
             progress.done, progress.rows = progress.done + len(data), progress.rows + len(chunk)

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from bloodcells.analysis.adapt import adapt_batchnorm, require_batchnorm
+from bloodcells.cells.crops import CropPolicy
 from bloodcells.data import Transform, standardize
 from bloodcells.data.inputs import find_images, in_memory, load_image
 from bloodcells.errors import BloodcellsError, RunError
@@ -73,6 +74,7 @@ class Predictor:
     notes: list[str] = field(default_factory=list)  # what the user should know (checks off)
     tta: bool = False  # average the probabilities over the 8 dihedral views
     dev_flagged: float | None = None  # share of the dev images flagged unlike-training
+    crop_policy: CropPolicy | None = None  # how its training crops were cut (data crop-cells)
 
     def __post_init__(self) -> None:
         check_min_confidence(self.min_confidence)
@@ -140,6 +142,7 @@ class Predictor:
             notes=notes,
             tta=tta,
             dev_flagged=unlike.dev_flagged,
+            crop_policy=crop_policy_of(run.info.crops),
         )
 
     @classmethod
@@ -178,6 +181,7 @@ class Predictor:
             notes=notes,
             tta=tta,
             dev_flagged=unlike.dev_flagged,
+            crop_policy=crop_policy_of(meta.get("crops")),
         )
 
     @property
@@ -374,6 +378,13 @@ class Predictions:
 
     def count(self, n_resamples: int | None = None, seed: int = 0) -> DifferentialCount:
         return self.predictor.count(self.rows, n_resamples, seed)
+
+
+def crop_policy_of(crops: dict | None) -> CropPolicy | None:
+    """The crop policy in a crop set's record (cells.crop_set), or None without one."""
+    if not crops or "crop_policy" not in crops:
+        return None
+    return CropPolicy.from_dict(crops["crop_policy"])
 
 
 def check_min_confidence(min_confidence: float) -> float:

@@ -271,10 +271,22 @@ def _settings(runs: Sequence[Run], extras: Extras, models: list[Model]) -> list[
     meta = {k: v for k, v in extras.meta.items() if k not in ("command", "versions")}
     rows = [(k.replace("_", " "), str(v), False) for k, v in meta.items()]
     rows += [(k, _setting(runs, extras, k), False) for k in ("seed", "device") if k not in meta]
+    rows += [(f"{r.name}: cell crops", _crops(r.info.crops), False) for r in runs if r.info.crops]
     found = extras.meta.get("versions") or (runs[0].info.versions if runs else None)
     rows += [(k, str(v), False) for k, v in (found or versions()).items()]
     rows.append(("plotly", plotly.__version__, False))
     return rows + [(m.name, str(m.run.path), True) for m in models if m.run]
+
+
+def _crops(record: dict) -> str:
+    """How a run's training crops were cut from whole fields, which predict --find-cells and
+    evaluate repeat on new fields."""
+    policy, scale = record.get("crop_policy") or {}, record.get("scale") or {}
+    return (
+        f"trained on cells cut from fields by data crop-cells: {policy.get('size')} px crops, "
+        f"the median cell filling {policy.get('cell_fraction')} of the side, "
+        f"{policy.get('padding')} padding, scale {scale.get('how', 'unknown')}"
+    )
 
 
 def _shell(command: object) -> str:

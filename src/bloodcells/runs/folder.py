@@ -89,13 +89,13 @@ class Run:
         load_weights(model, self.path / WEIGHTS, device)
         return model.to(device).eval()
 
-    def load_data(self, data_root: str | Path | None = None) -> Splits:
+    def load_data(self, data_root: str | Path | None = None, cache: bool = True) -> Splits:
         """The run's dataset (or `data_root`'s, which must have the same classes), as trained
         on."""
         root = data_root or self.data_root
         if root is None:
             raise RunError(f"{self.path}: the run does not say which data it used; pass data_root")
-        splits = load_dataset(root, self.transform)
+        splits = load_dataset(root, self.transform, cache=cache)
         if splits.classes != self.classes:
             raise RunError(
                 f"{root}: classes {splits.classes} differ from the run's {self.classes}; "

@@ -59,6 +59,7 @@ class RunInfo:
     command: list[str] | str | None = None  # sys.argv of the process that made it
     versions: dict[str, str] | None = None
     sweep: SweepMember | None = None
+    crops: dict | None = None  # the crop set's record (crops.json) when trained on cell crops
     extra: dict = field(default_factory=dict)  # keys this version does not know
     resumed: list[str] = field(default_factory=list)  # when it was resumed, UTC
 
@@ -73,6 +74,7 @@ class RunInfo:
         saved |= _given("command", self.command) | _given("versions", self.versions)
         if self.sweep is not None:
             saved["sweep"] = vars(self.sweep).copy()
+        saved |= _given("crops", self.crops)
         saved |= self.extra
         return saved | ({"resumed": list(self.resumed)} if self.resumed else {})
 
@@ -99,6 +101,7 @@ class RunInfo:
             command=saved.get("command"),
             versions=saved.get("versions"),
             sweep=_sweep_member(sweep) if isinstance(sweep, dict) else None,
+            crops=saved.get("crops") if isinstance(saved.get("crops"), dict) else None,
             extra={k: v for k, v in saved.items() if k not in known},
             resumed=list(saved.get("resumed") or []),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bloodcells.cells.crop_set import read_crop_record
 from bloodcells.data import Splits
 from bloodcells.errors import RunError
 from bloodcells.evaluation.ood import UnlikeReference
@@ -32,7 +33,7 @@ def start_training(
     model = make_model(config, len(splits.classes))
     run_dir = run_dir or new_run_dir(out, config.model)
     with folder_lock(run_dir, "run"):
-        writer = RunWriter(run_dir, splits.root, reference=reference_of(splits))
+        writer = writer_for(run_dir, splits)
         fit(model, splits.train, splits.test, config, [writer, *callbacks])
     return load_run(run_dir)
 
@@ -59,9 +60,17 @@ def resume_training(
             model, optimizer, history = restore(checkpoint, config, len(run.classes), device)
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the state does not fit
             raise damaged(run.path / CHECKPOINT, f"does not fit the run: {summary(exc)}") from exc
-        writer = RunWriter(run.path, splits.root, reference=reference_of(splits))
+        writer = writer_for(run.path, splits)
         fit(model, splits.train, splits.test, config, [writer, *callbacks], optimizer, history)
     return load_run(run.path)
+
+
+def writer_for(run_dir: Path, splits: Splits) -> RunWriter:
+    """The RunWriter of a run trained on `splits`: its data, unlike-training reference and,
+    for a crop set, how the crops were cut."""
+    return RunWriter(
+        run_dir, splits.root, reference=reference_of(splits), crops=read_crop_record(splits.root)
+    )
 
 
 def reference_of(splits: Splits) -> UnlikeReference:

@@ -67,8 +67,10 @@ class RunWriter(Callback):
         data_root: str | Path | None,
         sweep: SweepMember | None = None,
         reference: UnlikeReference | None = None,
+        crops: dict | None = None,
     ):
         self.path = Path(path)
+        self.crops = crops  # how the training images were cut from fields, if they were
         self.data_root = str(Path(data_root).resolve()) if data_root is not None else None
         self.sweep = sweep
         self.reference = reference
@@ -144,6 +146,7 @@ class RunWriter(Callback):
                 command=sys.argv,
                 versions=versions(),
                 sweep=self.sweep,
+                crops=self.crops,
             )
         write_atomic(config_file, info.to_json())
 

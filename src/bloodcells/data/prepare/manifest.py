@@ -10,6 +10,9 @@ from pathlib import Path
 from bloodcells.utils.files import write_atomic
 
 MANIFEST = "manifest.csv"
+# How a crop set was cut from fields (cells.crop_set writes it); data split carries it along,
+# so a run trained on the split still knows how to cut new fields.
+CROP_RECORD = "crops.json"
 
 
 def write_manifest(folder: Path, columns: Sequence[str], rows: Iterable[Mapping]) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bloodcells.data.folders import SPLITS
-from bloodcells.data.prepare.manifest import MANIFEST, read_manifest, write_manifest
+from bloodcells.data.prepare.manifest import CROP_RECORD, MANIFEST, read_manifest, write_manifest
 from bloodcells.data.prepare.split_input import Item, check_classes, read_labels, scan_class_folders
 from bloodcells.data.prepare.split_plan import (
     assign_groups,
@@ -92,7 +92,7 @@ def split_folder(
     reached = len(test) / len(items)
     settings = _settings(src, labels, group_by, seed, test_fraction)
     settings["test_fraction_reached"] = round(reached, 6)
-    placed = _write(items, sides, dest, link, overwrite, settings)
+    placed = _write(items, sides, dest, link, overwrite, settings, src / CROP_RECORD)
     groups = {
         s: {it.group for it, side in zip(items, sides, strict=True) if side == s} for s in SPLITS
     }
@@ -178,9 +178,16 @@ def _settings(src, labels, group_by, seed, test_fraction) -> dict:
 
 
 def _write(
-    items: list[Item], sides: list[str], dest: Path, link: bool, overwrite: bool, settings: dict
+    items: list[Item],
+    sides: list[str],
+    dest: Path,
+    link: bool,
+    overwrite: bool,
+    settings: dict,
+    crop_record: Path,
 ) -> dict[str, int]:
     """The images, the manifest and the settings into DEST as one unit; how files were placed.
+    SRC's crop record (a crop set's crops.json), if there is one, goes along unchanged.
 
     A full disk is a DataError that names DEST (the copy's own error names the source file).
     """
@@ -190,6 +197,8 @@ def _write(
             write_manifest(staging, MANIFEST_COLUMNS, _manifest_rows(items, sides))
             counts = _counts(items, sides)
             write_json(staging / SETTINGS, {**settings, "files": placed, "counts": counts})
+            if crop_record.is_file():
+                shutil.copyfile(crop_record, staging / CROP_RECORD)
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise

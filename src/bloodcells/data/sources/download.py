@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -34,6 +31,7 @@ from bloodcells.data.folders import SPLITS
 from bloodcells.data.sources import safezip
 from bloodcells.errors import DataError
 from bloodcells.utils.files import check_output_folder, output_folder, write_json
+from bloodcells.utils.signals import cleanup_on_sigterm
 
 LAB_URL = "https://user.it.uu.se/~chrav452/workshop_NN_DL_cnn_data.zip"
 # The sha256 of the lab's zip. Not known: the machines bloodcells is built on have no network,
@@ -119,31 +117,6 @@ def check_limits(max_size: int, read_timeout: float) -> None:
         raise DataError(f"read_timeout must be a number of seconds, not {read_timeout!r}")
     if not 0 < read_timeout < float("inf"):
         raise DataError(f"read_timeout must be a number of seconds above 0, not {read_timeout!r}")
-
-
-@contextmanager
-def cleanup_on_sigterm() -> Iterator[None]:
-    """Within: SIGTERM ends the process as Ctrl-C would, running every cleanup on the way.
-
-    By default SIGTERM kills at once, leaving a half download (pooch's `tmp*` in the cache) or
-    a half-unpacked folder. Here it raises SystemExit(143), the exit code of a terminated
-    process. Only in the main thread, and only where nobody else has set a handler.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_url(url: str) -> str | Path:
