@@ -82,6 +82,13 @@ def test_a_cell_cut_by_the_edge_is_kept_and_flagged():
     assert [c.touches_border for c in sorted(found, key=lambda c: c.x0)] == [True, False]
 
 
+def test_a_small_crop_at_low_magnification_is_found_with_the_defaults():
+    smear = Smear(120, 120)
+    smear.white_cell(60, 60, r=25)  # a 700 px² nucleus: a platelet's size at pbc-wbc's scale
+    smear.red_cells(2, r=18)
+    assert matches(smear.boxes, find_cells(smear.image()))
+
+
 def test_labels_match_the_cells(field):
     labels, found = cell_labels(field[0])
     assert labels.max() == len(found)
@@ -217,7 +224,7 @@ def test_crop_much_larger_than_the_image_still_reflects():
 def test_scale_follows_the_set_so_a_magnified_field_gives_the_same_crops(field):
     image = field[0]
     double = np.asarray(Image.fromarray(image).resize((image.shape[1] * 2, image.shape[0] * 2)))
-    small, large = find_cells(image), find_cells(double, min_area=4 * 1800)
+    small, large = find_cells(image), find_cells(double)
     assert len(small) == len(large) == 4
     s1, s2 = estimate_scale(small), estimate_scale(large)
     assert s2 / s1 == pytest.approx(2.0, rel=0.05)

@@ -93,25 +93,21 @@ def crop_cell(image: np.ndarray, cell: Cell, policy: CropPolicy, scale: float) -
     return np.asarray(out)
 
 
-def _pad(pixels: np.ndarray, window: np.ndarray, pad, padding: str) -> np.ndarray:
-    spec = pad if window.ndim == 2 else (*pad, (0, 0))
-    if padding == "background" or window.shape[0] < 2 or window.shape[1] < 2:
-        bg = background_colour(pixels)
-        out = np.empty(
-            (window.shape[0] + sum(pad[0]), window.shape[1] + sum(pad[1]), *window.shape[2:]),
-            np.uint8,
-        )
-        out[...] = bg
-        out[pad[0][0] : pad[0][0] + window.shape[0], pad[1][0] : pad[1][0] + window.shape[1]] = (
-            window
-        )
+def _pad(pixels: np.ndarray, window: np.ndarray, pad: tuple, padding: str) -> np.ndarray:
+    """The window grown by pad ((top, bottom), (left, right)): mirrored, or background colour."""
+    if padding == "background" or min(window.shape[:2]) < 2:
+        spec = pad if window.ndim == 2 else (*pad, (0, 0))
+        out = np.pad(window, spec)
+        inner = np.zeros(out.shape[:2], bool)
+        inner[pad[0][0] : pad[0][0] + window.shape[0], pad[1][0] : pad[1][0] + window.shape[1]] = 1
+        out[~inner] = background_colour(pixels)
         return out
-    # "symmetric" repeats the edge pixel; numpy's reflect needs pad < size, so reflect repeatedly.
+    # numpy mirrors at most size - 1 pixels at a time: a crop far past a small image repeats
     while any(p for pair in pad for p in pair):
         step = tuple(
-            (min(a, window.shape[0] - 1), min(b, window.shape[0] - 1)) for a, b in pad[:1]
-        ) + tuple((min(a, window.shape[1] - 1), min(b, window.shape[1] - 1)) for a, b in pad[1:])
-        spec = step if window.ndim == 2 else (*step, (0, 0))
-        window = np.pad(window, spec, mode="reflect")
-        pad = tuple((a - s[0], b - s[1]) for (a, b), s in zip(pad, step, strict=True))
+            (min(before, size - 1), min(after, size - 1))
+            for (before, after), size in zip(pad, window.shape[:2], strict=True)
+        )
+        window = np.pad(window, step if window.ndim == 2 else (*step, (0, 0)), mode="reflect")
+        pad = tuple((a - s0, b - s1) for (a, b), (s0, s1) in zip(pad, step, strict=True))
     return window

@@ -42,8 +42,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
     if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise DataError("image has NaN or infinite values")
+        low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        if not (np.isfinite(low) and np.isfinite(high)) or low < -0.01 or high > 1.01:
+            raise DataError(f"a float image must hold values in [0, 1], not [{low:g}, {high:g}]")
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise DataError(f"image dtype must be uint8, uint16 or float in [0, 1], not {image.dtype}")
 
@@ -59,12 +60,20 @@ def load_field(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"image {path} is not a regular file")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(
+                    f"image {path} has {im.width * im.height:,} pixels, over MAX_PIXELS "
+                    f"({MAX_PIXELS:,}): cut it into tiles first"
+                )
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.int64)
-                top = 65535 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255
-                return to_uint8((np.clip(arr, 0, top) * (65535 // top)).astype(np.uint16))
-            if im.mode not in ("L", "RGB"):
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                # 16-bit (or wider) gray: 16-bit if any value needs it, else 8-bit in a wide type
+                values = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or values.max() > 255 else 255.0
+                return to_uint8(np.clip(values / top, 0.0, 1.0))
+            if im.mode in ("1", "LA"):
+                im = im.convert("L")
+            elif im.mode not in ("L", "RGB"):
                 im = im.convert("RGB")
             return to_uint8(np.asarray(im))
     except Image.DecompressionBombError as exc:
@@ -74,7 +83,12 @@ def load_field(path: str | os.PathLike) -> np.ndarray:
 
 
 def detect_stain(image: np.ndarray) -> Stain:
-    """ "giemsa" for a stained colour smear, "brightfield" for a gray or nearly gray field."""
+    """ "giemsa" for a stained colour smear, "brightfield" for a gray or nearly gray field.
+
+    Decided by colour, not by the hematoxylin signal alone: a stained field of only red cells
+    has no nucleus to show, yet must stay a smear (and give no cell), never a brightfield
+    tile whose red cells would pass for cells.
+    """
     return _stain_of(to_uint8(image))
 
 
@@ -92,7 +106,17 @@ def _stain_of(pixels: np.ndarray) -> Stain:
 def find_cells(
     image: np.ndarray, stain: str = "auto", *, min_area: int | None = None
 ) -> list[Cell]:
-    """Every white cell in a field, sorted by (y0, x0)."""
+    """Every white cell in a field, sorted by (y0, x0).
+
+    `image`: H×W, H×W×3 or H×W×4 (alpha dropped), uint8, uint16 or float in [0, 1].
+    `stain`: "giemsa" (stained colour smear: colour deconvolution), "brightfield" (a flat
+    background: contrast) or "auto" (`detect_stain`). `min_area`: the smallest nucleus, in
+    px², a cell may have; by default 1,800 (pbc-wbc's scale: platelet clumps stay under it),
+    or 1.5% of an image smaller than ~350×350 px (a crop around one cell). A cell cut by the
+    image edge needs half of it, and is reported with `touches_border`. In brightfield,
+    `min_area` is the smallest cell (default 20 px²; debris under a fifth of the largest cell
+    is dropped too).
+    """
     return cell_labels(image, stain, min_area=min_area)[1]
 
 
