@@ -228,3 +228,19 @@ class DecodeBar:
 def decode_progress() -> DecodeBar | None:
     """The decode bar where stderr is a terminal; None (no output at all) in a pipe or a log."""
     return DecodeBar() if err.is_terminal else None
+
+
+def images_bar() -> Progress:
+    """A transient progress bar of images on a terminal's stderr: what, bar, done/total,
+    images/s and time left; add a task per stage (disabled in a pipe or a log)."""
+    from rich.progress import ProgressColumn, TimeRemainingColumn
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} images/s" if speed else "")
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate())
+    return Progress(
+        *columns, TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal
+    )

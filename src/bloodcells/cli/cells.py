@@ -12,7 +12,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bloodcells.cli.base import PixelSizeOpt, StainOpt, app, bold, data_app, err, out
+from bloodcells.cli.base import (
+    PixelSizeOpt,
+    StainOpt,
+    app,
+    bold,
+    data_app,
+    err,
+    images_bar,
+    out,
+)
 from bloodcells.cli.flags import as_flags
 
 SHOWN = 5  # unreadable images named on stderr; the manifest lists them all
@@ -144,30 +153,7 @@ def _scale(scale: float | None, how: str) -> str:
 @contextmanager
 def _bars() -> Iterator[Callable[[str, int, int], None]]:
     """progress(stage, done, total): a bar per stage, with images/s, on a terminal's stderr."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} images/s" if speed else "")
-
-    bars = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    bars = images_bar()
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:

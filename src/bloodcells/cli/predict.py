@@ -23,6 +23,7 @@ from bloodcells.cli.base import (
     app,
     bold,
     err,
+    images_bar,
     out,
 )
 from bloodcells.cli.flags import as_flags
@@ -239,30 +240,9 @@ def _progress(total: int):
     """A context giving advance(n): a progress bar with images/s on stderr in a terminal."""
     from contextlib import contextmanager
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} images/s" if speed else "")
-
     @contextmanager
     def bar():
-        columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), Rate())
-        progress = Progress(
-            *columns,
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        )
+        progress = images_bar()
         with progress:
             task = progress.add_task("predicting", total=total)
             yield lambda n: progress.advance(task, n)
