@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
+from torchvision.ops import box_iou
 
 BACKGROUND = (253.0, 228.0, 201.0)
 RED_CELL = (205.0, 167.0, 168.0)
@@ -84,11 +86,10 @@ class Smear:
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
+    """Intersection over union of two (x0, y0, x1, y1) boxes (torchvision's box_iou)."""
+    return float(
+        box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))
+    )
 
 
 def four_cells(seed: int = 0) -> Smear:

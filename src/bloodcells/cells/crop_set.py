@@ -48,7 +48,14 @@ from bloodcells.cells.outputs import Progress
 from bloodcells.data.folders import IMAGE_SUFFIXES, SPLITS, is_hidden
 from bloodcells.data.prepare.manifest import CROP_RECORD
 from bloodcells.errors import BloodcellsError, DataError
-from bloodcells.utils.files import check_output_folder, staged_folder, write_atomic, write_json
+from bloodcells.utils.files import (
+    check_apart,
+    check_output_folder,
+    check_replaceable,
+    staged_folder,
+    write_atomic,
+    write_json,
+)
 from bloodcells.utils.signals import cleanup_on_sigterm
 
 CROPS_JSON = CROP_RECORD
@@ -273,27 +280,10 @@ def _name_crops(fields: list[Field]) -> None:
 
 def _check_dest(src: Path, dest: Path, overwrite: bool) -> None:
     """DEST must be new (or, with overwrite, an earlier crop set) and apart from SRC."""
-    real_src, real_dest = Path(os.path.realpath(src)), Path(os.path.realpath(dest))
-    if real_dest == real_src or real_src in real_dest.parents:
-        raise DataError(
-            f"{dest}: is inside SRC {src}, which is only read; choose a DEST outside it"
-        )
-    if real_dest in real_src.parents:
-        raise DataError(f"{dest}: holds SRC {src}; choose a DEST outside it")
-    if dest.is_symlink():
-        raise DataError(f"{dest}: exists (a link); choose a new DEST")
-    if dest.exists():
-        if not dest.is_dir():
-            raise DataError(f"{dest}: exists and is not a folder; choose a new DEST")
-        if not overwrite:
-            raise DataError(
-                f"{dest}: exists; choose a new DEST, or add overwrite=True to replace it"
-            )
-        if any(dest.iterdir()) and not _is_crop_set(dest):
-            raise DataError(
-                f"{dest}: exists and was not made by {MADE_BY} (no {CROPS_JSON}); overwrite=True "
-                "only replaces an earlier crop set: remove it yourself or choose a new DEST"
-            )
+    check_apart(src, dest)
+    check_replaceable(
+        dest, overwrite, name="DEST", made_by=MADE_BY, marker=CROPS_JSON, ours=_is_crop_set
+    )
     check_output_folder(dest)
 
 

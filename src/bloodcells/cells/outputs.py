@@ -56,7 +56,13 @@ from bloodcells.cells.find import load_field
 from bloodcells.cells.geojson import cells_geojson
 from bloodcells.data.inputs import find_images
 from bloodcells.errors import BloodcellsError, DataError
-from bloodcells.utils.files import check_output_folder, staged_folder, write_atomic, write_json
+from bloodcells.utils.files import (
+    check_output_folder,
+    check_replaceable,
+    staged_folder,
+    write_atomic,
+    write_json,
+)
 from bloodcells.utils.locks import LOCK_FILE, folder_lock
 from bloodcells.utils.signals import cleanup_on_sigterm
 
@@ -157,23 +163,10 @@ def find_cells_in_files(
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """OUT must be new, or (with overwrite) an earlier find-cells output nobody writes now."""
-    if out.is_symlink() and not out.exists():
-        raise DataError(f"{out}: exists (a broken link); choose a new OUT")
-    if out.exists():
-        if not out.is_dir():
-            raise DataError(f"{out}: exists and is not a folder; choose a new OUT")
-        if (out / LOCK_FILE).exists():
-            with folder_lock(out, "output folder"):  # a RunError while another writes it
-                pass
-        if not overwrite:
-            raise DataError(
-                f"{out}: exists; choose a new OUT, or pass overwrite=True to replace it"
-            )
-        if not _is_ours(out):
-            raise DataError(
-                f"{out}: exists and was not made by {MADE_BY} (no {MANIFEST}); overwrite=True "
-                "only replaces an earlier find-cells output: remove it yourself or choose a new OUT"
-            )
+    if out.is_dir() and not out.is_symlink() and (out / LOCK_FILE).exists():
+        with folder_lock(out, "output folder"):  # a RunError while another writes it
+            pass
+    check_replaceable(out, overwrite, name="OUT", made_by=MADE_BY, marker=MANIFEST, ours=_is_ours)
     check_output_folder(out)
 
 

@@ -9,7 +9,7 @@ import os
 import secrets
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -193,3 +193,42 @@ def output_file(
         )
     check_output_folder(path.parent)
     return path
+
+
+def check_apart(src: Path, dest: Path) -> None:
+    """A DataError when DEST is SRC, lies inside it or holds it: SRC is only ever read."""
+    real_src, real_dest = Path(os.path.realpath(src)), Path(os.path.realpath(dest))
+    if real_dest == real_src or real_src in real_dest.parents:
+        raise DataError(
+            f"{dest}: is inside SRC {src}, which is only read; choose a DEST outside it"
+        )
+    if real_dest in real_src.parents:
+        raise DataError(f"{dest}: holds SRC {src}; choose a DEST outside it")
+
+
+def check_replaceable(
+    folder: Path,
+    overwrite: bool,
+    *,
+    name: str,
+    made_by: str,
+    marker: str,
+    ours: Callable[[Path], bool],
+) -> None:
+    """`folder` (the command's `name`: DEST, OUT) must be new or, with overwrite, an earlier
+    output of `made_by`, which `ours` recognises by its `marker` file; else a DataError."""
+    if folder.is_symlink():
+        raise DataError(f"{folder}: exists (a link); choose a new {name}")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DataError(f"{folder}: exists and is not a folder; choose a new {name}")
+    if not overwrite:
+        raise DataError(
+            f"{folder}: exists; choose a new {name}, or add overwrite=True to replace it"
+        )
+    if any(folder.iterdir()) and not ours(folder):
+        raise DataError(
+            f"{folder}: exists and was not made by {made_by} (no {marker}); overwrite=True only "
+            f"replaces an earlier output of it: remove it yourself or choose a new {name}"
+        )

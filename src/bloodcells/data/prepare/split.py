@@ -34,7 +34,13 @@ from bloodcells.data.prepare.split_plan import (
     unique_names,
 )
 from bloodcells.errors import DataError, DataWarning, os_reason
-from bloodcells.utils.files import check_output_folder, staged_folder, write_json
+from bloodcells.utils.files import (
+    check_apart,
+    check_output_folder,
+    check_replaceable,
+    staged_folder,
+    write_json,
+)
 
 SETTINGS = "split.json"
 MANIFEST_COLUMNS = ("file", "class", "split", "group", "source")
@@ -123,30 +129,18 @@ def _check_seed(seed: int) -> None:
 
 def _check_dest(src: Path, dest: Path, labels: Path | None, overwrite: bool) -> None:
     """DEST must be new (or, with overwrite, an earlier split) and apart from SRC."""
-    real_src, real_dest = Path(os.path.realpath(src)), Path(os.path.realpath(dest))
-    if real_dest == real_src or real_src in real_dest.parents:
-        raise DataError(
-            f"{dest}: is inside SRC {src}, which is never written to; choose a DEST outside it"
-        )
-    if real_dest in real_src.parents:
-        raise DataError(f"{dest}: holds SRC {src}; choose a DEST outside it")
+    check_apart(src, dest)
+    real_dest = Path(os.path.realpath(dest))
     if labels is not None and real_dest in Path(os.path.realpath(labels)).parents:
         raise DataError(f"{dest}: holds the labels CSV {labels}; choose a DEST outside it")
-    if dest.is_symlink():
-        raise DataError(f"{dest}: exists (a link); choose a new DEST")
-    if dest.exists():
-        if not dest.is_dir():
-            raise DataError(f"{dest}: exists and is not a folder; choose a new DEST")
-        if not overwrite:
-            raise DataError(
-                f"{dest}: exists; choose a new DEST, or add overwrite=True to replace it"
-            )
-        if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
-            raise DataError(
-                f"{dest}: exists and was not made by bloodcells data split (no {MANIFEST}); "
-                "overwrite=True only replaces an earlier split: remove it yourself or choose a new "
-                "DEST"
-            )
+    check_replaceable(
+        dest,
+        overwrite,
+        name="DEST",
+        made_by="bloodcells data split",
+        marker=MANIFEST,
+        ours=lambda folder: (folder / MANIFEST).is_file(),
+    )
     check_output_folder(dest.parent)
 
 
